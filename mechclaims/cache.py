@@ -1,0 +1,94 @@
+"""On-disk measurement cache keyed by (model fingerprint, measurement, parameters, code version).
+
+One `.npz` per entry (arrays plus a JSON header, loaded with allow_pickle=False), written to a
+temporary file and moved into place, so an interrupted run never leaves a half-written entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import platformdirs
+
+from mechclaims import __version__
+from mechclaims.atomic import atomic_write
+from mechclaims.registry import Measurement
+
+CACHE_ENV = "MECHCLAIMS_CACHE_DIR"
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or platformdirs.user_cache_dir("mechclaims"))
+
+
+def code_version(measure: Callable[..., Any]) -> str:
+    """The package version plus a hash of the module that defines the measurement."""
+    module = inspect.getmodule(measure)
+    source = inspect.getsource(module) if module is not None else measure.__qualname__
+    return f"{__version__}+{hashlib.sha256(source.encode()).hexdigest()[:12]}"
+
+
+def cache_key(fingerprint: str, measure: Callable[..., Any], params: dict[str, Any], role: str) -> str:
+    """Stable key; `role` is "real" or the null's name."""
+    payload = json.dumps(
+        {
+            "fingerprint": fingerprint,
+            "measure": f"{measure.__module__}.{measure.__qualname__}",
+            "params": params,
+            "role": role,
+            "code": code_version(measure),
+        },
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+class MeasurementCache:
+    """get/put Measurements; `enabled=False` (--no-cache) makes every get a miss and put a no-op."""
+
+    def __init__(self, directory: Path, enabled: bool = True) -> None:
+        self.directory = Path(directory)
+        self.enabled = enabled
+
+    def _path(self, key: str) -> Path:
+        return self.directory / key[:2] / f"{key}.npz"
+
+    def get(self, key: str) -> Measurement | None:
+        path = self._path(key)
+        if not self.enabled or not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                header = json.loads(str(data["header"]))
+                distribution = data["distribution"] if "distribution" in data.files else None
+        except (OSError, ValueError, KeyError):
+            return None
+        return Measurement(
+            statistics=header["statistics"],
+            distribution=distribution,
+            distribution_label=header["distribution_label"],
+            details=header["details"],
+        )
+
+    def put(self, key: str, measurement: Measurement) -> None:
+        if not self.enabled:
+            return
+        header = json.dumps(
+            {
+                "statistics": measurement.statistics,
+                "distribution_label": measurement.distribution_label,
+                "details": measurement.details,
+            },
+            default=float,
+        )
+        arrays: dict[str, np.ndarray] = {"header": np.array(header)}
+        if measurement.distribution is not None:
+            arrays["distribution"] = np.asarray(measurement.distribution)
+        atomic_write(self._path(key), lambda out: np.savez(out, **arrays))
