@@ -1,0 +1,107 @@
+"""Knittel et al. 2024, "GPT-2 Through the Lens of Vector Symbolic Architectures".
+
+Near-orthogonality claims (VSA-1, VSA-2, VSA-3 in ../shared/papers/CLAIMS_CATALOGUE.md). The
+paper gives no number for them ("strong diagonals with minimal artifacts" is a visual reading
+of Gram heatmaps), so every threshold here is of `suite` origin and was fixed before measuring
+any model:
+
+- A random codebook (i.i.d. Gaussian vectors in d dimensions) is the ideal a VSA assumes: its
+  mean |off-diagonal cosine| is E|cos| ~ sqrt(2 / (pi d)). "Near-orthogonal" = a mean |cos| at
+  most twice that (`mean_abs_ratio <= 2`); a shared direction or clustering pushes it higher.
+- "Minimal artifacts" = at least 95% of tokens have no other token with |cos| >= 0.5 (a
+  near-duplicate); a random codebook with d >= 384 and 50k tokens has none.
+- For heads and layers, at least 90% of units must be near-orthogonal in the sense above.
+- For VSA-3, LayerNorm "removes the mean" if the signed mean pairwise cosine drops by >= 0.05
+  after LN, i.e. more than one null standard deviation (1/sqrt(d) <= 0.051 for d >= 384).
+
+The null of these claims is the ideal, not a chance level, so a pass whose Gaussian null also
+passes is not TRIVIAL (`trivial_if_null_passes=False`), except for VSA-3, where the null (no
+shared direction) must fail.
+"""
+
+from mechclaims.metrics import orthogonality
+from mechclaims.registry import Claim, Threshold
+
+PAPER = "knittel2024"
+NEAR_ORTHOGONAL = Threshold(statistic="mean_abs_ratio", op="<=", value=2.0, origin="suite", sweep=(1.0, 5.0, 0.25))
+UNITS_NEAR_ORTHOGONAL = Threshold(
+    statistic="fraction_at_most", at=2.0, op=">=", value=0.9, origin="suite", sweep=(1.0, 5.0, 0.25)
+)
+
+
+def _embedding_claim(variant: str, what: str) -> Claim:
+    return Claim(
+        id=f"{PAPER}.embed_{variant}_orthogonal",
+        paper=PAPER,
+        section="VSA-1 (word embeddings)",
+        statement=f"Token embeddings ({what}) are nearly orthogonal: the cosine Gram matrix M^T M "
+        "of the vocabulary has a strong diagonal.",
+        measure=orthogonality.token_embedding_cosines,
+        params={"variant": variant},
+        threshold=NEAR_ORTHOGONAL,
+        trivial_if_null_passes=False,
+        rationale="Mean |off-diagonal cosine| over all token pairs, at most 2x a random codebook's.",
+    )
+
+
+CLAIMS = [
+    _embedding_claim("raw", "raw W_E rows"),
+    _embedding_claim("centred", "W_E rows minus the mean embedding"),
+    _embedding_claim("ln", "W_E rows as the model's first LayerNorm sees them, without gain"),
+    Claim(
+        id=f"{PAPER}.embed_diagonal_dominance",
+        paper=PAPER,
+        section="VSA-1 (word embeddings)",
+        statement="The embedding Gram matrix has minimal artifacts: few tokens have a near-duplicate.",
+        measure=orthogonality.token_embedding_cosines,
+        params={"variant": "centred"},
+        threshold=Threshold(
+            statistic="fraction_below", at=0.5, op=">=", value=0.95, origin="suite", sweep=(0.1, 0.9, 0.05)
+        ),
+        trivial_if_null_passes=False,
+        rationale="Fraction of tokens (mean-centred) whose largest off-diagonal |cos| is below 0.5.",
+    ),
+    Claim(
+        id=f"{PAPER}.attn_heads_orthogonal",
+        paper=PAPER,
+        section="VSA-2 (attention matrices)",
+        statement="Attention matrices act as near-orthogonal maps: per head, the columns of W_Q, W_K, "
+        "W_V and the rows of W_O are nearly orthogonal.",
+        measure=orthogonality.attention_cosines,
+        params={"scope": "head"},
+        threshold=UNITS_NEAR_ORTHOGONAL,
+        trivial_if_null_passes=False,
+        rationale="Fraction of (layer, head, matrix) units with mean |cos| at most 2x the Gaussian null's.",
+    ),
+    Claim(
+        id=f"{PAPER}.attn_layers_orthogonal",
+        paper=PAPER,
+        section="VSA-2 (attention matrices)",
+        statement="Per layer, with heads concatenated, W_Q, W_K, W_V and W_O are nearly orthogonal.",
+        measure=orthogonality.attention_cosines,
+        params={"scope": "layer"},
+        threshold=UNITS_NEAR_ORTHOGONAL,
+        trivial_if_null_passes=False,
+        rationale="Fraction of (layer, matrix) units with mean |cos| at most 2x the Gaussian null's.",
+    ),
+    Claim(
+        id=f"{PAPER}.mlp_out_orthogonal",
+        paper=PAPER,
+        section="VSA-2 (MLP matrices)",
+        statement="MLP output vectors (rows of W_out) are nearly orthogonal in every layer.",
+        measure=orthogonality.mlp_out_cosines,
+        threshold=UNITS_NEAR_ORTHOGONAL,
+        trivial_if_null_passes=False,
+        rationale="Fraction of layers whose W_out rows have mean |cos| at most 2x the Gaussian null's.",
+    ),
+    Claim(
+        id=f"{PAPER}.ln_removes_shared_direction",
+        paper=PAPER,
+        section="VSA-3 (LayerNorm and the mean embedding)",
+        statement="Raw token embeddings share a common direction, which LayerNorm's centring removes.",
+        measure=orthogonality.embedding_mean_direction,
+        needs=frozenset({"layernorm"}),
+        threshold=Threshold(statistic="ln_removed", op=">=", value=0.05, origin="suite", sweep=(0.0, 0.3, 0.025)),
+        rationale="Signed mean pairwise cosine of raw embeddings minus that after LayerNorm (our reading).",
+    ),
+]

@@ -1,0 +1,1 @@
+"""Pure measurement functions: weights in, dataclasses out (no pytest, no model loading)."""

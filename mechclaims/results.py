@@ -1,0 +1,143 @@
+"""results.json: versioned schema, run provenance, and loading saved runs.
+
+Schema "mechclaims.results/1":
+  run:     id, started, finished, versions{...}, git_revision, machine, threads, argv
+  models:  {name: {resolved_from, fingerprint, capabilities}}
+  claims:  {id: {paper, section, statement, rationale, threshold{statistic, op, value, at,
+            origin}, trivial_if_null_passes, null}}
+  results: [{model, claim, verdict, reason, statistic, null_statistic, threshold{..., overridden},
+            params, seconds, cache_hit, measurement{statistics, distribution, distribution_label,
+            details}, null{...} | null, sweep{axis, points[{x, statistic, null_statistic, verdict}]} | null}]
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mechclaims.atomic import atomic_write_text
+from mechclaims.errors import MechclaimsError
+from mechclaims.registry import Claim, Measurement, Threshold
+
+SCHEMA = "mechclaims.results/1"
+VERSIONED_PACKAGES = ("mechclaims", "torch", "transformers", "transformer-lens", "numpy", "faiss-cpu", "pytest")
+
+
+def measurement_json(measurement: Measurement | None) -> dict[str, Any] | None:
+    if measurement is None:
+        return None
+    distribution = measurement.distribution
+    return {
+        "statistics": {k: float(v) for k, v in measurement.statistics.items()},
+        "distribution": None if distribution is None else np.round(np.asarray(distribution, dtype=float), 6).tolist(),
+        "distribution_label": measurement.distribution_label,
+        "details": measurement.details,
+    }
+
+
+def threshold_json(threshold: Threshold, overridden: bool = False) -> dict[str, Any]:
+    return {
+        "statistic": threshold.statistic,
+        "op": threshold.op,
+        "value": threshold.value,
+        "at": threshold.at,
+        "origin": threshold.origin,
+        "describe": threshold.describe(),
+        "overridden": overridden,
+    }
+
+
+def claim_json(claim: Claim) -> dict[str, Any]:
+    return {
+        "paper": claim.paper,
+        "section": claim.section,
+        "statement": claim.statement,
+        "rationale": claim.rationale,
+        "params": claim.params,
+        "threshold": threshold_json(claim.threshold),
+        "null": claim.null,
+        "trivial_if_null_passes": claim.trivial_if_null_passes,
+    }
+
+
+def _git_revision() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False)
+    except OSError:
+        return None
+    return out.stdout.strip() or None
+
+
+def _versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for package in VERSIONED_PACKAGES:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+@dataclass
+class RunRecord:
+    """Everything one run measured, ready to serialise."""
+
+    argv: list[str]
+    started: float = field(default_factory=time.time)
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)
+    claims: dict[str, dict[str, Any]] = field(default_factory=dict)
+    results: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "run": {
+                "id": self.run_id,
+                "started": self.started,
+                "finished": time.time(),
+                "versions": _versions(),
+                "git_revision": _git_revision(),
+                "machine": {"platform": platform.platform(), "processor": platform.machine(), "cpus": os.cpu_count()},
+                "threads": torch.get_num_threads(),
+                "argv": self.argv,
+            },
+            "models": self.models,
+            "claims": self.claims,
+            "results": self.results,
+        }
+
+    def write(self, path: Path) -> None:
+        atomic_write_text(path, json.dumps(self.to_json(), indent=1, default=_jsonable))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if hasattr(value, "__dataclass_fields__"):
+        return asdict(value)
+    return str(value)
+
+
+def load_results(path: Path) -> dict[str, Any]:
+    """A saved results.json, schema-checked (one-line error otherwise)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise MechclaimsError(f"cannot read results file {path}: {exc}") from None
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+        raise MechclaimsError(f"{path} is not a mechclaims results file (schema {SCHEMA}): re-run the claims")
+    return data
