@@ -146,12 +146,11 @@ class Reporter:
     def write(self) -> tuple[Path, Path] | None:
         if not self.record.results:
             return None
-        from mechclaims.report import render_report
-
-        data = self.record.to_json()
         results_path = self.options.report_dir / "results.json"
         report_path = self.options.report_dir / "report.html"
-        self.record.write(results_path)
+        data = self.record.write(results_path)
+        from mechclaims.report import render_report
+
         render_report(data, report_path)
         return results_path, report_path
 

@@ -118,8 +118,11 @@ class RunRecord:
             "results": self.results,
         }
 
-    def write(self, path: Path) -> None:
-        atomic_write_text(path, json.dumps(self.to_json(), indent=1, default=_jsonable))
+    def write(self, path: Path) -> dict[str, Any]:
+        """Write results.json atomically; returns what was written."""
+        data = self.to_json()
+        atomic_write_text(path, json.dumps(data, indent=1, default=_jsonable))
+        return data
 
 
 def _jsonable(value: Any) -> Any:

@@ -1,0 +1,157 @@
+"""The pytest plugin end to end, with pytester: options, usage errors, items, verdicts, reports, cache."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+CLAIMS_DIR = Path(__file__).resolve().parents[1] / "claims"
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Llama checkpoint: rotary positions, RMSNorm, gated MLP, grouped KV heads."""
+    torch.manual_seed(1)
+    config = LlamaConfig(
+        vocab_size=200, hidden_size=48, intermediate_size=96, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32,
+    )
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+@pytest.fixture
+def suite(pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    """A pytester project holding the real VSA claims module and a private measurement cache."""
+    shutil.copy(CLAIMS_DIR / "test_knittel2024_vsa.py", pytester.path / "test_knittel2024_vsa.py")
+    monkeypatch.setenv("MECHCLAIMS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return pytester
+
+
+def _run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    """runpytest with the mechclaims plugin, the way a project's conftest loads it."""
+    return pytester.runpytest("-p", "mechclaims.plugin", *args)
+
+
+def _results(pytester: pytest.Pytester) -> dict:
+    return json.loads((pytester.path / "reports" / "results.json").read_text())
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--threshold", "knittel2024.embed_raw_orthogonal"], "use --threshold CLAIM=VALUE"),
+        (["--threshold", "knittel2024.embed_raw_orthogonal=abc"], "is not a number"),
+        (["--threshold", "knittel2024.embed_raw_orthogonal=nan"], "must be finite"),
+        (["--sweep", "knittel2024.embed_raw_orthogonal=1:2"], "use --sweep CLAIM=START:STOP:STEP"),
+        (["--sweep", "knittel2024.embed_raw_orthogonal=2:1:0.5"], "START <= STOP"),
+        (["--model", "not a spec!!"], "unknown model spec"),
+        (["--model", "/no/such/folder"], "does not exist"),
+        (["--threshold", "nobody.claim=1"], "unknown claim 'nobody.claim'"),
+    ],
+)
+def test_bad_options_are_one_line_usage_errors(
+    suite: pytest.Pytester, tiny_gpt2_dir: Path, args: list[str], message: str
+) -> None:
+    """Malformed options stop the run with exit code 4 and one line naming the fix, before any load."""
+    result = _run(suite, "--model", str(tiny_gpt2_dir), *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    errors = [line for line in result.errlines if message in line]
+    assert errors, result.errlines
+    assert "Traceback" not in "\n".join(result.errlines)
+    assert not (suite.path / "reports").exists()
+
+
+def test_run_writes_reports_with_ids_verdicts_and_nulls(suite: pytest.Pytester, tiny_gpt2_dir: Path) -> None:
+    """Every claim runs on the checkpoint; ids are <claim-id>[<model>]; each result has its null."""
+    result = _run(suite, "--model", str(tiny_gpt2_dir), "-v")
+    results = _results(suite)
+    claim_ids = set(results["claims"])
+    assert len(results["results"]) == len(claim_ids) == 8
+    for claim_id in claim_ids:
+        result.stdout.fnmatch_lines([f"*::{claim_id}[[]{tiny_gpt2_dir}[]] *"])
+    for entry in results["results"]:
+        assert entry["verdict"] in {"PASS", "FAIL", "TRIVIAL"}
+        assert entry["null"] is not None and entry["null_statistic"] is not None
+        assert entry["measurement"]["statistics"]
+    assert results["models"][str(tiny_gpt2_dir)]["fingerprint"]
+    assert (suite.path / "reports" / "report.html").stat().st_size > 0
+
+
+def test_not_applicable_is_a_skip_with_its_reason(suite: pytest.Pytester, tiny_llama_dir: Path) -> None:
+    """On an RMSNorm model the LayerNorm claim is N/A: a pytest skip that says why, and N/A in the report."""
+    result = _run(suite, "--model", str(tiny_llama_dir), "-k", "ln_removes", "-rs")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*N/A: the model uses RMSNorm, which does not centre vectors*"])
+    (entry,) = _results(suite)["results"]
+    assert entry["verdict"] == "N/A" and "RMSNorm" in entry["reason"]
+
+
+def test_grouped_kv_heads_are_units_of_their_own(suite: pytest.Pytester, tiny_llama_dir: Path) -> None:
+    """Two KV heads for four query heads: K and V contribute two units per layer, not four."""
+    _run(suite, "--model", str(tiny_llama_dir), "-k", "attn_heads")
+    (entry,) = _results(suite)["results"]
+    units = [row["unit"] for row in entry["measurement"]["details"]["units"]]
+    assert sum(" K " in u for u in units) == 2 * 2 and sum(" Q " in u for u in units) == 2 * 4
+    assert "2 shared heads" in entry["measurement"]["details"]["grouped_kv"]
+
+
+def test_threshold_override_flips_the_verdict(suite: pytest.Pytester, tiny_gpt2_dir: Path) -> None:
+    """The same measurement passes or fails as --threshold moves across its statistic."""
+    claim = "knittel2024.embed_raw_orthogonal"
+    args = ["--model", str(tiny_gpt2_dir), "-k", "embed_raw"]
+    _run(suite, *args)
+    statistic = _results(suite)["results"][0]["statistic"]
+    _run(suite, *args, "--threshold", f"{claim}={statistic * 0.9}").assert_outcomes(failed=1)
+    passed = _run(suite, *args, "--threshold", f"{claim}={statistic * 1.1}")
+    passed.assert_outcomes(passed=1)
+    entry = _results(suite)["results"][0]
+    assert entry["threshold"]["overridden"] and entry["threshold"]["value"] == pytest.approx(statistic * 1.1)
+
+
+def test_second_run_is_served_from_the_cache(suite: pytest.Pytester, tiny_gpt2_dir: Path) -> None:
+    """Measurements are cached by fingerprint and parameters; --no-cache measures afresh."""
+    args = ["--model", str(tiny_gpt2_dir), "-k", "attn_layers"]
+    _run(suite, *args)
+    assert _results(suite)["results"][0]["cache_hit"] is False
+    _run(suite, *args)
+    assert _results(suite)["results"][0]["cache_hit"] is True
+    _run(suite, *args, "--no-cache")
+    assert _results(suite)["results"][0]["cache_hit"] is False
+
+
+def test_sweep_records_a_curve(suite: pytest.Pytester, tiny_gpt2_dir: Path) -> None:
+    """--sweep evaluates the claim at every grid point without measuring again."""
+    _run(suite, "--model", str(tiny_gpt2_dir), "-k", "diagonal", "--sweep",
+                    "knittel2024.embed_diagonal_dominance=0.1:0.5:0.1")
+    sweep = _results(suite)["results"][0]["sweep"]
+    assert sweep["axis"] == "at"
+    assert [p["x"] for p in sweep["points"]] == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5])
+    fractions = [p["statistic"] for p in sweep["points"]]
+    assert fractions == sorted(fractions)
+
+
+def test_strict_null_fails_a_trivial_pass(suite: pytest.Pytester, tiny_gpt2_dir: Path) -> None:
+    """A pass whose null passes too is TRIVIAL; --strict-null turns it into a failure."""
+    args = ["--model", str(tiny_gpt2_dir), "-k", "ln_removes", "--threshold", "knittel2024.ln_removes_shared_direction=-1"]
+    _run(suite, *args).assert_outcomes(passed=1)
+    assert _results(suite)["results"][0]["verdict"] == "TRIVIAL"
+    strict = _run(suite, *args, "--strict-null")
+    strict.assert_outcomes(failed=1)
+    strict.stdout.fnmatch_lines(["*TRIVIAL (--strict-null)*"])
+
+
+def test_unloadable_model_fails_each_claim_with_one_line(suite: pytest.Pytester) -> None:
+    """A hub name that is neither cached nor reachable: every claim fails with the fix, no traceback."""
+    result = _run(suite, "--model", "some-org/not-cached-model", "-k", "embed_raw")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*not in the local Hugging Face cache*--model smollm2-135m*"])
+    assert "Traceback" not in result.stdout.str()
+    assert _results(suite)["results"][0]["verdict"] == "ERROR"
