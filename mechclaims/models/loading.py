@@ -105,6 +105,8 @@ def _check_safetensors(file: Path) -> None:
             if header_len <= 0 or 8 + header_len > size:
                 raise ValueError("header length")
             header = json.loads(raw.read(header_len))
+        if not isinstance(header, dict):
+            raise ValueError("header is not an object")
         ends = [entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"]
     except (ValueError, KeyError, TypeError, IndexError):
         raise MechclaimsError(f"{file} is corrupt (unreadable header): re-download or re-save the checkpoint") from None
@@ -230,13 +232,14 @@ def load_model(spec: str) -> Model:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise MechclaimsError(f"could not load model {base!r}: {first[:200]}; {BUNDLED_HINT}") from None
     name = base
+    fingerprint = checked_fingerprint(bridge.original_model, name)
     if match:
         seed = int(match.group("seed") or 0)
         name = f"random:{base}" if seed == 0 else f"random@{seed}:{base}"
         bridge = TransformerBridge.boot_transformers(
             name, hf_model=_redrawn(bridge.original_model, seed), tokenizer=bridge.tokenizer
         )
-    fingerprint = checked_fingerprint(bridge.original_model, name)
+        fingerprint = checked_fingerprint(bridge.original_model, name)
     bridge.eval()
     return Model(
         name=name,

@@ -119,9 +119,14 @@ def capabilities_of(bridge: Any) -> Capabilities:
 
 
 def checked_fingerprint(module: torch.nn.Module, name: str) -> str:
-    """sha256 over every parameter's float32 bytes in name order; rejects non-finite weights."""
+    """sha256 over every parameter's float32 bytes in name order; rejects non-finite weights.
+
+    Names are the checkpoint's own: TransformerBridge's `_original_component` wrappers are dropped.
+    """
     digest = hashlib.sha256()
-    for key, tensor in sorted(module.state_dict().items()):
+    named = {k.replace("._original_component", "").replace("_original_component.", ""): v
+             for k, v in module.state_dict().items()}
+    for key, tensor in sorted(named.items()):
         if not tensor.is_floating_point():
             continue
         data = tensor.detach().to(torch.float32).cpu().contiguous()

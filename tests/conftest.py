@@ -1,0 +1,67 @@
+"""Shared fixtures: a tiny GPT-2 checkpoint written with save_pretrained, and that checkpoint loaded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from tokenizers import Tokenizer
+from tokenizers.models import WordLevel
+from tokenizers.pre_tokenizers import WhitespaceSplit
+from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+from mechclaims.models import Model, load_model
+
+TINY_VOCAB_SIZE = 300
+END_OF_TEXT = "<|endoftext|>"
+UNKNOWN = "<unk>"
+SCRIPT_TOKEN = "<script>alert(1)</script>"
+
+
+def _tiny_vocabulary() -> list[str]:
+    """Token strings in id order: two specials, an HTML-hostile token, then plain words."""
+    specials = [END_OF_TEXT, UNKNOWN, SCRIPT_TOKEN]
+    return specials + [f"word{i}" for i in range(TINY_VOCAB_SIZE - len(specials))]
+
+
+def _tiny_tokenizer() -> PreTrainedTokenizerFast:
+    """A whitespace word-level tokenizer over `_tiny_vocabulary()`."""
+    vocab = {token: i for i, token in enumerate(_tiny_vocabulary())}
+    backend = Tokenizer(WordLevel(vocab, unk_token=UNKNOWN))
+    backend.pre_tokenizer = WhitespaceSplit()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, unk_token=UNKNOWN, eos_token=END_OF_TEXT, bos_token=END_OF_TEXT, pad_token=END_OF_TEXT
+    )
+
+
+def _tiny_gpt2() -> GPT2LMHeadModel:
+    """Seeded random GPT-2 weights with non-trivial LayerNorm gains and biases, so LN folding changes weights."""
+    torch.manual_seed(0)
+    config = GPT2Config(
+        n_layer=2, n_head=4, n_embd=64, vocab_size=TINY_VOCAB_SIZE, n_positions=32, bos_token_id=0, eos_token_id=0
+    )
+    model = GPT2LMHeadModel(config)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if ".ln_" in name:
+                offset = 1.0 if name.endswith(".weight") else 0.0
+                param.copy_(offset + 0.3 * torch.randn_like(param))
+    return model
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny GPT-2 checkpoint folder: 2 layers, 4 heads, d_model 64, 300 tokens, 32 positions."""
+    folder = tmp_path_factory.mktemp("tiny-gpt2")
+    _tiny_gpt2().save_pretrained(folder, safe_serialization=True)
+    _tiny_tokenizer().save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_model(tiny_gpt2_dir: Path) -> Model:
+    """The tiny checkpoint loaded through load_model, as `--model <folder>` does, with the hub offline."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HF_HUB_OFFLINE", "1")
+        return load_model(str(tiny_gpt2_dir))
