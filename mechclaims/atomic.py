@@ -8,6 +8,12 @@ from pathlib import Path
 from typing import BinaryIO, Callable
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
     """Call `write` on a temporary file beside `path`, then rename it over `path` (all or nothing)."""
     path = Path(path)
@@ -16,6 +22,7 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
     try:
         with os.fdopen(handle, "wb") as out:
             write(out)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -125,6 +125,11 @@ class ModelPool:
         return self.nulls[spec]
 
 
+RESULT_DEFAULTS: dict[str, Any] = dict.fromkeys(
+    ("reason", "statistic", "null_statistic", "seconds", "cache_hit", "measurement", "null", "sweep")
+)
+
+
 class Reporter:
     """Collects one record per (claim, model) and writes results.json and report.html at the end."""
 
@@ -140,8 +145,9 @@ class Reporter:
         }
 
     def add(self, claim: Claim, model_name: str, **result: Any) -> None:
+        """One result row; every row has every schema key (None where it does not apply)."""
         self.record.claims.setdefault(claim.id, claim_json(claim))
-        self.record.results.append({"model": model_name, "claim": claim.id, **result})
+        self.record.results.append({"model": model_name, "claim": claim.id, **RESULT_DEFAULTS, **result})
 
     def write(self) -> tuple[Path, Path] | None:
         if not self.record.results:

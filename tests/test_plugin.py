@@ -155,3 +155,28 @@ def test_unloadable_model_fails_each_claim_with_one_line(suite: pytest.Pytester)
     result.stdout.fnmatch_lines(["*not in the local Hugging Face cache*--model smollm2-135m*"])
     assert "Traceback" not in result.stdout.str()
     assert _results(suite)["results"][0]["verdict"] == "ERROR"
+
+
+@pytest.mark.slow
+def test_bundled_encoder_and_its_random_twin(suite: pytest.Pytester) -> None:
+    """Every claim runs on minilm-l6 and random:minilm-l6, each result beside its null."""
+    _run(suite, "--model", "minilm-l6", "--model", "random:minilm-l6")
+    results = _results(suite)
+    assert {(r["model"], r["claim"]) for r in results["results"]} == {
+        (model, claim) for model in ("minilm-l6", "random:minilm-l6") for claim in results["claims"]
+    }
+    for entry in results["results"]:
+        assert entry["verdict"] in {"PASS", "FAIL", "TRIVIAL"}, entry.get("reason")
+        assert entry["statistic"] is not None and entry["null_statistic"] is not None
+    fingerprints = {m["fingerprint"] for m in results["models"].values()}
+    assert len(fingerprints) == 2
+
+
+@pytest.mark.slow
+def test_auto_resolves_offline_to_smollm2_and_says_so(suite: pytest.Pytester) -> None:
+    """Offline, `auto` is smollm2-135m: announced in the terminal summary and recorded for the report."""
+    result = _run(suite, "-k", "attn_layers or ln_removes", "-rs")
+    result.stdout.fnmatch_lines(["*--model auto resolved to smollm2-135m*", "*N/A: the model uses RMSNorm*"])
+    results = _results(suite)
+    assert results["models"]["smollm2-135m"]["resolved_from"] == "auto"
+    assert {r["model"] for r in results["results"]} == {"smollm2-135m"}

@@ -1,0 +1,107 @@
+"""report.html: one self-contained page rendered from a results dict (jinja2, autoescaped)."""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from mechclaims.atomic import atomic_write_text
+from mechclaims.report import figures
+
+VERDICT_CLASSES = {"PASS": "PASS", "FAIL": "FAIL", "TRIVIAL": "TRIVIAL", "N/A": "NA", "ERROR": "ERROR"}
+
+_ENVIRONMENT = jinja2.Environment(
+    loader=jinja2.PackageLoader("mechclaims.report", "templates"),
+    autoescape=jinja2.select_autoescape(["html", "j2"], default=True),
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+def _number(value: Any) -> str:
+    """Four significant figures for numbers; an en dash for missing values."""
+    if value is None:
+        return "\u2013"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    return f"{value:.4g}"
+
+
+_ENVIRONMENT.filters["num"] = _number
+
+
+def _ratio(real: Any, null: Any) -> float | None:
+    if real is None or null is None or null == 0:
+        return None
+    return float(real) / float(null)
+
+
+def _figures(result: dict[str, Any]) -> dict[str, str]:
+    """Histogram of the distribution (real vs null) and the sweep curve, where the result has them."""
+    out: dict[str, str] = {}
+    measurement, null = result.get("measurement"), result.get("null")
+    threshold = result["threshold"]
+    if measurement and measurement.get("distribution"):
+        out["histogram"] = figures.distribution_histogram(
+            measurement["distribution"],
+            null.get("distribution") if null else None,
+            measurement["distribution_label"],
+            threshold.get("at"),
+        )
+    sweep = result.get("sweep")
+    if sweep:
+        x = threshold["at"] if sweep["axis"] == "at" else threshold["value"]
+        axis = f"{threshold['statistic']} cut-off" if sweep["axis"] == "at" else "threshold value"
+        out["sweep"] = figures.sweep_curve(sweep["points"], x, axis)
+    return out
+
+
+def _statistics_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    real = (result.get("measurement") or {}).get("statistics", {})
+    null = (result.get("null") or {}).get("statistics", {})
+    return [{"name": k, "real": v, "null": null.get(k), "ratio": _ratio(v, null.get(k))} for k, v in real.items()]
+
+
+def render_html(results: dict[str, Any]) -> str:
+    """The report page for a results dict (schema mechclaims.results/1)."""
+    models = list(results["models"]) or sorted({r["model"] for r in results["results"]})
+    for result in results["results"]:
+        if result["model"] not in models:
+            models.append(result["model"])
+    cells = {(r["claim"], r["model"]): r for r in results["results"]}
+    sections = []
+    for claim_id, claim in results["claims"].items():
+        rows = []
+        for model in models:
+            result = cells.get((claim_id, model))
+            if result is None:
+                continue
+            rows.append({
+                "model": model,
+                "result": result,
+                "ratio": _ratio(result.get("statistic"), result.get("null_statistic")),
+                "statistics": _statistics_rows(result),
+                "figures": _figures(result),
+                "details": (result.get("measurement") or {}).get("details", {}),
+            })
+        sections.append({"id": claim_id, "claim": claim, "rows": rows})
+    run = results["run"]
+    return _ENVIRONMENT.get_template("report.html.j2").render(
+        run=run,
+        started=datetime.datetime.fromtimestamp(run["started"], datetime.timezone.utc).isoformat(timespec="seconds"),
+        models=models,
+        model_info=results["models"],
+        claims=results["claims"],
+        cells=cells,
+        sections=sections,
+        verdict_class=VERDICT_CLASSES,
+    )
+
+
+def render_report(results: dict[str, Any], out_path: Path) -> None:
+    """Write report.html atomically."""
+    atomic_write_text(Path(out_path), render_html(results))

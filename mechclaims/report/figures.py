@@ -1,0 +1,55 @@
+"""Report figures as self-contained `data:image/png;base64,...` URIs (matplotlib, Agg)."""
+
+from __future__ import annotations
+
+import base64
+import io
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+VERDICT_COLOURS = {"PASS": "#2e7d32", "FAIL": "#c62828", "TRIVIAL": "#f9a825"}
+
+
+def _png_uri(figure: Any) -> str:
+    buffer = io.BytesIO()
+    figure.tight_layout()
+    figure.savefig(buffer, format="png", dpi=90)
+    plt.close(figure)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def distribution_histogram(real: list[float], null: list[float] | None, label: str, cutoff: float | None = None) -> str:
+    """Real and null distributions on one density histogram with shared bins; the cut-off as a line."""
+    figure, axes = plt.subplots(figsize=(5, 3))
+    values = np.asarray(real, dtype=float)
+    everything = values if null is None else np.concatenate([values, np.asarray(null, dtype=float)])
+    bins = np.histogram_bin_edges(everything[np.isfinite(everything)], bins=60)
+    axes.hist(values, bins=bins, density=True, alpha=0.6, color="#1565c0", label="model")
+    if null is not None:
+        axes.hist(null, bins=bins, density=True, alpha=0.5, color="#9e9e9e", label="Gaussian null")
+    if cutoff is not None:
+        axes.axvline(cutoff, color="black", linestyle="--", linewidth=1, label=f"threshold at {cutoff:g}")
+    axes.set_xlabel(label)
+    axes.set_ylabel("density")
+    axes.legend(fontsize=7)
+    return _png_uri(figure)
+
+
+def sweep_curve(points: list[dict[str, Any]], threshold_x: float, axis_label: str) -> str:
+    """Statistic against the swept threshold, real and null, markers coloured by verdict."""
+    figure, axes = plt.subplots(figsize=(5, 3))
+    xs = [p["x"] for p in points]
+    axes.plot(xs, [p["statistic"] for p in points], color="#1565c0", linewidth=1, label="model")
+    axes.scatter(xs, [p["statistic"] for p in points], c=[VERDICT_COLOURS[p["verdict"]] for p in points], s=18, zorder=3)
+    if all(p["null_statistic"] is not None for p in points):
+        axes.plot(xs, [p["null_statistic"] for p in points], color="#9e9e9e", linestyle=":", label="Gaussian null")
+    axes.axvline(threshold_x, color="black", linestyle="--", linewidth=1, label="claim's threshold")
+    axes.set_xlabel(axis_label)
+    axes.set_ylabel("statistic")
+    axes.legend(fontsize=7)
+    return _png_uri(figure)
