@@ -11,7 +11,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -218,8 +218,7 @@ def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: objec
     items = []
     for spec in options.models:
         for claim in claims:
-            item = pytest.Function.from_parent(collector, name=f"{claim.id}[{spec}]", callobj=_run_claim,
-                                               originalname=claim.id)
+            item = pytest.Function.from_parent(collector, name=f"{claim.id}[{spec}]", callobj=_run_claim)
             item.stash[CLAIM_KEY] = (claim, spec)
             items.append(item)
     return items
@@ -270,6 +269,25 @@ def _sweep(claim: Claim, threshold: Threshold, grid: Any, real: Measurement, nul
     return {"axis": "at" if threshold.at is not None else "value", "points": points}
 
 
+def _record_error(reporter: Reporter, claim: Claim, model_name: str, error: str, base: dict[str, Any]) -> NoReturn:
+    """An ERROR verdict: recorded for the report, and a one-line test failure without traceback."""
+    reporter.add(claim, model_name, verdict=Verdict.ERROR.value, reason=error, **base)
+    pytest.fail(error, pytrace=False)
+
+
+def _measure_with_null(options: Options, claim: Claim, pool: ModelPool, spec: str) -> tuple[Measurement, Measurement | None, bool] | str:
+    """(real, null, real served from cache), or the one-line error that stopped the measurement."""
+    model = pool.get(spec)
+    try:
+        real, real_hit = _measure(options, claim, model, model.fingerprint, "real")
+        null = None
+        if claim.null == "gaussian":
+            null, _ = _measure(options, claim, pool.null(spec), model.fingerprint, f"gaussian:{NULL_SEED}")
+    except MechclaimsError as exc:
+        return str(exc)
+    return real, null, real_hit
+
+
 def _run_claim(request: pytest.FixtureRequest, mechclaims_models: ModelPool) -> None:
     """The generic claim test: load, check applicability, measure (cached), threshold, record."""
     claim, spec = request.node.stash[CLAIM_KEY]
@@ -284,31 +302,29 @@ def _run_claim(request: pytest.FixtureRequest, mechclaims_models: ModelPool) -> 
     try:
         model = mechclaims_models.get(spec)
     except MechclaimsError as exc:
-        reporter.add(claim, spec, verdict=Verdict.ERROR.value, reason=str(exc), **base)
-        pytest.fail(str(exc), pytrace=False)
+        model, error = None, str(exc)
+    if model is None:
+        _record_error(reporter, claim, spec, error, base)
     reporter.add_model(model)
     reason = not_applicable(claim, model.capabilities)
     if reason:
         reporter.add(claim, model.name, verdict=Verdict.NA.value, reason=reason, **base)
         pytest.skip(f"N/A: {reason}")
     try:
-        real, real_hit = _measure(options, claim, model, model.fingerprint, "real")
-        null = None
-        if claim.null == "gaussian":
-            null, _ = _measure(options, claim, mechclaims_models.null(spec), model.fingerprint, f"gaussian:{NULL_SEED}")
-    except MechclaimsError as exc:
-        reporter.add(claim, model.name, verdict=Verdict.ERROR.value, reason=str(exc), **base)
-        pytest.fail(str(exc), pytrace=False)
+        measured = _measure_with_null(options, claim, mechclaims_models, spec)
     except Exception as exc:
         reporter.add(claim, model.name, verdict=Verdict.ERROR.value, reason=f"{type(exc).__name__}: {exc}",
                      traceback=traceback.format_exc(), **base)
         raise
+    if isinstance(measured, str):
+        _record_error(reporter, claim, model.name, measured, base)
+    real, null, real_hit = measured
     verdict, statistic, null_statistic = decide(claim, real, null, threshold)
     grid_override = options.sweeps.get(claim.id)
     sweep = _sweep(claim, threshold, threshold.sweep_grid(grid_override), real, null) if (
         grid_override or threshold.sweep) else None
     reporter.add(
-        claim, model.name, verdict=verdict.value, reason=None, statistic=statistic, null_statistic=null_statistic,
+        claim, model.name, verdict=verdict.value, statistic=statistic, null_statistic=null_statistic,
         seconds=time.perf_counter() - started, cache_hit=real_hit, measurement=measurement_json(real),
         null=measurement_json(null), sweep=sweep, **base,
     )

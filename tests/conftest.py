@@ -9,7 +9,7 @@ import torch
 from tokenizers import Tokenizer
 from tokenizers.models import WordLevel
 from tokenizers.pre_tokenizers import WhitespaceSplit
-from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from mechclaims.models import Model, load_model
 
@@ -55,6 +55,20 @@ def tiny_gpt2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny GPT-2 checkpoint folder: 2 layers, 4 heads, d_model 64, 300 tokens, 32 positions."""
     folder = tmp_path_factory.mktemp("tiny-gpt2")
     _tiny_gpt2().save_pretrained(folder, safe_serialization=True)
+    _tiny_tokenizer().save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Llama checkpoint: rotary positions, RMSNorm, gated MLP, 4 query heads sharing 2 KV heads."""
+    torch.manual_seed(1)
+    config = LlamaConfig(
+        vocab_size=TINY_VOCAB_SIZE, hidden_size=48, intermediate_size=96, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32, bos_token_id=0, eos_token_id=0,
+    )
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
     _tiny_tokenizer().save_pretrained(folder)
     return folder
 

@@ -7,23 +7,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 CLAIMS_DIR = Path(__file__).resolve().parents[1] / "claims"
-
-
-@pytest.fixture(scope="session")
-def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny Llama checkpoint: rotary positions, RMSNorm, gated MLP, grouped KV heads."""
-    torch.manual_seed(1)
-    config = LlamaConfig(
-        vocab_size=200, hidden_size=48, intermediate_size=96, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32,
-    )
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
-    return folder
 
 
 @pytest.fixture
@@ -36,8 +21,8 @@ def suite(pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 def _run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
-    """runpytest with the mechclaims plugin, the way a project's conftest loads it."""
-    return pytester.runpytest("-p", "mechclaims.plugin", *args)
+    """pytest in a subprocess (a fresh interpreter per run, as a user has) with the mechclaims plugin."""
+    return pytester.runpytest_subprocess("-p", "mechclaims.plugin", *args)
 
 
 def _results(pytester: pytest.Pytester) -> dict:
@@ -71,12 +56,13 @@ def test_bad_options_are_one_line_usage_errors(
 
 def test_run_writes_reports_with_ids_verdicts_and_nulls(suite: pytest.Pytester, tiny_gpt2_dir: Path) -> None:
     """Every claim runs on the checkpoint; ids are <claim-id>[<model>]; each result has its null."""
-    result = _run(suite, "--model", str(tiny_gpt2_dir), "-v")
+    collected = _run(suite, "--model", str(tiny_gpt2_dir), "--collect-only", "-q")
+    _run(suite, "--model", str(tiny_gpt2_dir))
     results = _results(suite)
     claim_ids = set(results["claims"])
     assert len(results["results"]) == len(claim_ids) == 8
     for claim_id in claim_ids:
-        result.stdout.fnmatch_lines([f"*::{claim_id}[[]{tiny_gpt2_dir}[]] *"])
+        collected.stdout.fnmatch_lines([f"*test_knittel2024_vsa.py::{claim_id}[[]{tiny_gpt2_dir}[]]"])
     for entry in results["results"]:
         assert entry["verdict"] in {"PASS", "FAIL", "TRIVIAL"}
         assert entry["null"] is not None and entry["null_statistic"] is not None

