@@ -102,9 +102,11 @@ def offdiag_cosine_stats(vectors: np.ndarray, block: int = 1024) -> CosineStats:
 
 def mean_offdiag_cosine(vectors: np.ndarray) -> float:
     """Signed mean of cos_ij over i != j in O(n d): (||sum x_i||^2 - sum ||x_i||^2) / (n (n - 1))."""
-    x = unit_rows(vectors).double()
+    x = np.asarray(vectors, dtype=np.float64)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    x = np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
     n = x.shape[0]
-    summed = x.sum(0)
+    summed = x.sum(axis=0)
     return (float(summed @ summed) - float((x**2).sum())) / (n * (n - 1))
 
 
