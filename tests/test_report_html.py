@@ -1,0 +1,140 @@
+"""report.html from a synthetic results dict: structure, escaping, self-containment, re-rendering."""
+
+from __future__ import annotations
+
+import json
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+from mechclaims.__main__ import main
+from mechclaims.report import render_html, render_report
+from mechclaims.results import SCHEMA
+
+SCRIPT_TOKEN = '<script>document.title="pwned"</script>'
+
+
+def _threshold(statistic: str = "mean_abs_ratio", at: float | None = None) -> dict[str, Any]:
+    describe = f"{statistic} <= 2" if at is None else f"{statistic}({at}) >= 0.9"
+    return {"statistic": statistic, "op": "<=", "value": 2.0, "at": at, "origin": "suite", "describe": describe,
+            "overridden": False}
+
+
+def _result(model: str, claim: str, verdict: str, **extra: Any) -> dict[str, Any]:
+    row = dict.fromkeys(("reason", "statistic", "null_statistic", "seconds", "cache_hit", "measurement", "null", "sweep"))
+    return {**row, "model": model, "claim": claim, "verdict": verdict, "params": {}, "threshold": _threshold(), **extra}
+
+
+def synthetic_results() -> dict[str, Any]:
+    """Two claims on two models: a PASS with a sweep and a hostile token, a FAIL, an N/A, a TRIVIAL."""
+    measurement = {
+        "statistics": {"mean_abs": 0.05, "mean_abs_ratio": 1.5},
+        "distribution": [0.1, 0.2, 0.3, 0.25],
+        "distribution_label": "largest |cos| per token",
+        "details": {"most_similar_pairs": [{"a": SCRIPT_TOKEN, "b": "<b>bold</b>", "a_id": 1, "b_id": 2, "cos": 0.9}]},
+    }
+    null = {**measurement, "statistics": {"mean_abs": 0.04, "mean_abs_ratio": 1.0}, "details": {}}
+    sweep = {"axis": "value", "points": [
+        {"x": 1.0, "statistic": 1.5, "null_statistic": 1.0, "verdict": "FAIL"},
+        {"x": 2.0, "statistic": 1.5, "null_statistic": 1.0, "verdict": "PASS"},
+    ]}
+    claim = {"paper": "knittel2024", "section": "VSA-1", "statement": "Embeddings are nearly orthogonal.",
+             "rationale": "mean |cos|", "params": {}, "threshold": _threshold(), "null": "gaussian",
+             "trivial_if_null_passes": False}
+    capabilities = {"architecture": "GPT2LMHeadModel", "kind": "decoder", "positions": "absolute", "norm": "layernorm",
+                    "gated_mlp": False, "tied_embeddings": True, "d_model": 64, "d_head": 16, "d_mlp": 256,
+                    "d_vocab": 300, "n_layers": 2, "n_heads": 4, "n_kv_heads": 4, "grouped_kv": False}
+    return {
+        "schema": SCHEMA,
+        "run": {"id": "abc123", "started": 0.0, "finished": 1.0, "versions": {"mechclaims": "0.1.0"},
+                "git_revision": None, "machine": {"platform": "linux", "processor": "x86_64", "cpus": 2},
+                "threads": 2, "argv": ["claims"]},
+        "models": {
+            "smollm2-135m": {"resolved_from": "auto", "fingerprint": "f" * 64, "capabilities": capabilities},
+            "<img src=x onerror=alert(1)>": {"resolved_from": None, "fingerprint": "0" * 64, "capabilities": capabilities},
+        },
+        "claims": {"knittel2024.embed_raw_orthogonal": claim,
+                   "knittel2024.ln_removes_shared_direction": {**claim, "trivial_if_null_passes": True}},
+        "results": [
+            _result("smollm2-135m", "knittel2024.embed_raw_orthogonal", "PASS", statistic=1.5, null_statistic=1.0,
+                    measurement=measurement, null=null, sweep=sweep, cache_hit=True),
+            _result("<img src=x onerror=alert(1)>", "knittel2024.embed_raw_orthogonal", "FAIL", statistic=3.0,
+                    null_statistic=1.0, measurement=measurement, null=null),
+            _result("smollm2-135m", "knittel2024.ln_removes_shared_direction", "N/A",
+                    reason="the model uses RMSNorm, which does not centre vectors"),
+            _result("<img src=x onerror=alert(1)>", "knittel2024.ln_removes_shared_direction", "TRIVIAL",
+                    statistic=0.1, null_statistic=0.1, measurement=measurement, null=null),
+        ],
+    }
+
+
+class _Tags(HTMLParser):
+    """Collects start tags with their attributes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+
+def _tags(html: str) -> list[tuple[str, dict[str, str | None]]]:
+    parser = _Tags()
+    parser.feed(html)
+    return parser.tags
+
+
+def test_matrix_has_one_row_per_claim_and_a_cell_per_model() -> None:
+    html = render_html(synthetic_results())
+    rows = re.findall(r'<tr class="claim-row">(.*?)</tr>', html, flags=re.S)
+    assert len(rows) == 2
+    assert all(len(re.findall(r"<td", row)) == 2 + 2 for row in rows)
+    for verdict_class in ("verdict-PASS", "verdict-FAIL", "verdict-NA", "verdict-TRIVIAL"):
+        assert verdict_class in html
+
+
+def test_model_strings_are_escaped_never_markup() -> None:
+    html = render_html(synthetic_results())
+    assert "&lt;script&gt;document.title=&#34;pwned&#34;&lt;/script&gt;" in html
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html
+    tags = _tags(html)
+    assert not [t for t, _ in tags if t in ("script", "b")]
+    assert not [a for t, a in tags if t == "img" and not (a.get("src") or "").startswith("data:image/png;base64,")]
+
+
+def test_report_is_self_contained() -> None:
+    html = render_html(synthetic_results())
+    for _, attrs in _tags(html):
+        for name in ("src", "href"):
+            assert not (attrs.get(name) or "").startswith(("http:", "https:", "//"))
+
+
+def test_sections_show_statistic_null_ratio_threshold_origin_and_reasons() -> None:
+    html = render_html(synthetic_results())
+    assert "real / null = 1.5" in html
+    assert "mean_abs_ratio &lt;= 2" in html and 'class="origin origin-suite"' in html
+    assert "the model uses RMSNorm, which does not centre vectors" in html
+    assert "--model auto resolved to <strong>smollm2-135m</strong>" in html
+    assert html.count("data:image/png;base64,") == 2 + 1 + 1
+
+
+def test_report_is_written_atomically_and_rerendered_from_saved_results(tmp_path: Path) -> None:
+    """`python -m mechclaims report results.json` re-renders without loading any model."""
+    saved = tmp_path / "results.json"
+    saved.write_text(json.dumps(synthetic_results()))
+    out = tmp_path / "out" / "report.html"
+    assert main(["report", str(saved), "--out", str(out)]) == 0
+    assert out.read_text() == render_html(synthetic_results())
+    assert [p.name for p in out.parent.iterdir()] == ["report.html"]
+    render_report(synthetic_results(), out)
+    assert out.stat().st_mode & 0o044
+
+
+def test_rerendering_rejects_a_file_that_is_not_results(tmp_path: Path, capsys: Any) -> None:
+    bogus = tmp_path / "results.json"
+    bogus.write_text('{"schema": "something else"}')
+    assert main(["report", str(bogus)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "not a mechclaims results file" in error and "\n" not in error
