@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from mechclaims.registry import Measurement, WeightSource
 
@@ -70,7 +71,8 @@ def offdiag_cosine_stats(vectors: np.ndarray, block: int = 1024) -> CosineStats:
     row_max = torch.zeros(n)
     total_abs = 0.0
     best: list[tuple[float, int, int]] = []
-    for start in range(0, n, block):
+    starts = range(0, n, block)
+    for start in tqdm(starts, desc=f"cosines of {n} vectors", unit="block", leave=False, disable=len(starts) < 8):
         stop = min(start + block, n)
         gram = (x[start:stop] @ x[start:].T).abs_().clamp_(max=1.0)
         own = gram[:, : stop - start]
