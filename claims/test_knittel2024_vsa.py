@@ -44,6 +44,20 @@ def _embedding_claim(variant: str, what: str) -> Claim:
     )
 
 
+def _attention_claim(scope: str, what: str, unit: str) -> Claim:
+    return Claim(
+        id=f"{PAPER}.attn_{scope}s_orthogonal",
+        paper=PAPER,
+        section="VSA-2 (attention matrices)",
+        statement=f"Attention matrices act as near-orthogonal maps: {what} are nearly orthogonal.",
+        measure=orthogonality.attention_cosines,
+        params={"scope": scope},
+        threshold=UNITS_NEAR_ORTHOGONAL,
+        trivial_if_null_passes=False,
+        rationale=f"Fraction of {unit} units with mean |cos| at most 2x the Gaussian null's.",
+    )
+
+
 CLAIMS = [
     _embedding_claim("raw", "raw W_E rows"),
     _embedding_claim("centred", "W_E rows minus the mean embedding"),
@@ -61,29 +75,8 @@ CLAIMS = [
         trivial_if_null_passes=False,
         rationale="Fraction of tokens (mean-centred) whose largest off-diagonal |cos| is below 0.5.",
     ),
-    Claim(
-        id=f"{PAPER}.attn_heads_orthogonal",
-        paper=PAPER,
-        section="VSA-2 (attention matrices)",
-        statement="Attention matrices act as near-orthogonal maps: per head, the columns of W_Q, W_K, "
-        "W_V and the rows of W_O are nearly orthogonal.",
-        measure=orthogonality.attention_cosines,
-        params={"scope": "head"},
-        threshold=UNITS_NEAR_ORTHOGONAL,
-        trivial_if_null_passes=False,
-        rationale="Fraction of (layer, head, matrix) units with mean |cos| at most 2x the Gaussian null's.",
-    ),
-    Claim(
-        id=f"{PAPER}.attn_layers_orthogonal",
-        paper=PAPER,
-        section="VSA-2 (attention matrices)",
-        statement="Per layer, with heads concatenated, W_Q, W_K, W_V and W_O are nearly orthogonal.",
-        measure=orthogonality.attention_cosines,
-        params={"scope": "layer"},
-        threshold=UNITS_NEAR_ORTHOGONAL,
-        trivial_if_null_passes=False,
-        rationale="Fraction of (layer, matrix) units with mean |cos| at most 2x the Gaussian null's.",
-    ),
+    _attention_claim("head", "per head, the columns of W_Q, W_K, W_V and the rows of W_O", "(layer, head, matrix)"),
+    _attention_claim("layer", "per layer with heads concatenated, W_Q, W_K, W_V and W_O", "(layer, matrix)"),
     Claim(
         id=f"{PAPER}.mlp_out_orthogonal",
         paper=PAPER,
