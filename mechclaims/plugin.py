@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -17,7 +17,7 @@ import pytest
 
 from mechclaims.cache import MeasurementCache, cache_key, default_cache_dir
 from mechclaims.errors import MechclaimsError
-from mechclaims.models import Model, check_spec, load_model, resolve_auto
+from mechclaims.models import GaussianNull, Model, check_spec, load_model, resolve_auto
 from mechclaims.registry import (
     Claim,
     Measurement,
@@ -45,7 +45,6 @@ class Options:
     strict_null: bool
     cache: MeasurementCache
     auto_note: str | None = None
-    auto_resolved: bool = False
     resolved_from: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -68,10 +67,9 @@ class Options:
             cache=MeasurementCache(Path(cache_dir), enabled=not config.getoption("mechclaims_no_cache")),
         )
 
-
     def resolve_auto(self) -> None:
         """Replace `auto` by the model it stands for, once, when claims are collected."""
-        if self.auto_resolved or "auto" not in self.models:
+        if "auto" not in self.models:
             return
         target = resolve_auto()
         self.auto_note = f"--model auto resolved to {target}" + (
@@ -79,25 +77,6 @@ class Options:
         )
         self.models = list(dict.fromkeys(target if spec == "auto" else spec for spec in self.models))
         self.resolved_from[target] = "auto"
-        self.auto_resolved = True
-
-
-class GaussianNull:
-    """A model's null: the same capabilities and tokens, every weight matrix i.i.d. Gaussian."""
-
-    def __init__(self, model: Model, seed: int) -> None:
-        self.model = model
-        self.seed = seed
-        self.capabilities = model.capabilities
-        self._weights: dict[str, Any] = {}
-
-    def weights(self, processing: str = "raw") -> Any:
-        if processing not in self._weights:
-            self._weights[processing] = self.model.weights(processing).gaussian_like(self.seed)
-        return self._weights[processing]
-
-    def token_strings(self, ids: Any) -> list[str]:
-        return self.model.token_strings(ids)
 
 
 @dataclass
@@ -255,16 +234,10 @@ def _measure(options: Options, claim: Claim, source: Any, fingerprint: str, role
 
 
 def _sweep(claim: Claim, threshold: Threshold, grid: Any, real: Measurement, null: Measurement | None) -> dict[str, Any]:
-    """Verdict at every grid point: over `at` for fraction statistics, over `value` otherwise."""
+    """The verdict at every grid point: over `at` for fraction statistics, over `value` otherwise."""
     points = []
     for x in grid:
-        at = x if threshold.at is not None else None
-        value = None if threshold.at is not None else x
-        statistic = threshold.statistic_of(real, at)
-        null_statistic = None if null is None else threshold.statistic_of(null, at)
-        passed = threshold.passes(statistic, value)
-        trivial = passed and claim.trivial_if_null_passes and null_statistic is not None and threshold.passes(null_statistic, value)
-        verdict = Verdict.TRIVIAL if trivial else (Verdict.PASS if passed else Verdict.FAIL)
+        verdict, statistic, null_statistic = decide(claim, real, null, threshold.moved_to(float(x)))
         points.append({"x": float(x), "statistic": statistic, "null_statistic": null_statistic, "verdict": verdict.value})
     return {"axis": "at" if threshold.at is not None else "value", "points": points}
 
@@ -294,9 +267,7 @@ def _run_claim(request: pytest.FixtureRequest, mechclaims_models: ModelPool) -> 
     reporter = request.config.stash[REPORTER]
     options = reporter.options
     overridden = claim.id in options.thresholds
-    threshold = claim.threshold
-    if overridden:
-        threshold = Threshold(**{**threshold.__dict__, "value": options.thresholds[claim.id]})
+    threshold = replace(claim.threshold, value=options.thresholds[claim.id]) if overridden else claim.threshold
     base = {"params": claim.params, "threshold": threshold_json(threshold, overridden)}
     started = time.perf_counter()
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Literal, Protocol
 
 import numpy as np
@@ -71,11 +71,11 @@ class Threshold:
         if (self.statistic in FRACTION_STATISTICS) != (self.at is not None):
             raise ValueError("fraction statistics need `at`; other statistics must not have it")
 
-    def statistic_of(self, measurement: Measurement, at: float | None = None) -> float:
-        """The thresholded number: a named statistic, or a fraction of the distribution."""
+    def statistic_of(self, measurement: Measurement) -> float:
+        """The thresholded number: a named statistic, or a fraction of the distribution at `at`."""
         if self.statistic not in FRACTION_STATISTICS:
             return float(measurement.statistics[self.statistic])
-        cut = self.at if at is None else at
+        cut = self.at
         values = np.asarray(measurement.distribution, dtype=np.float64)
         if self.statistic == "fraction_at_least":
             return float(np.mean(values >= cut))
@@ -83,8 +83,12 @@ class Threshold:
             return float(np.mean(values <= cut))
         return float(np.mean(values < cut))
 
-    def passes(self, statistic: float, value: float | None = None) -> bool:
-        return bool(OPS[self.op](statistic, self.value if value is None else value))
+    def passes(self, statistic: float) -> bool:
+        return bool(OPS[self.op](statistic, self.value))
+
+    def moved_to(self, x: float) -> Threshold:
+        """This threshold at sweep point x: the cut-off `at` for fractions, otherwise the value."""
+        return replace(self, at=x) if self.at is not None else replace(self, value=x)
 
     def describe(self) -> str:
         left = self.statistic if self.at is None else f"{self.statistic}({self.at:g})"

@@ -6,7 +6,6 @@ weights the claims read are the bridge's, whatever the source.
 
 from __future__ import annotations
 
-import copy
 import importlib.util
 import json
 import os
@@ -20,6 +19,7 @@ from typing import Any, Callable
 import torch
 
 from mechclaims.errors import MechclaimsError
+from mechclaims.models.controls import redrawn
 from mechclaims.models.model import Model, capabilities_of, checked_fingerprint
 
 DEFAULT_HUB_MODEL = "gpt2"
@@ -204,19 +204,6 @@ def _boot(spec: str) -> Any:
     return _boot_hub(spec)
 
 
-def _redrawn(hf_model: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Every matrix re-drawn from N(mean, std) of that matrix, seeded; vectors (norms, biases) kept."""
-    clone = copy.deepcopy(hf_model)
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for _, param in clone.named_parameters():
-            if param.ndim >= 2:
-                mean, std = param.float().mean(), param.float().std()
-                noise = torch.randn(param.shape, generator=generator, dtype=torch.float32)
-                param.copy_((noise * std + mean).to(param.dtype))
-    return clone
-
-
 def load_model(spec: str) -> Model:
     """Load a model spec (see DESIGN.md, Models); raises MechclaimsError with a one-line fix."""
     from transformer_lens.model_bridge import TransformerBridge
@@ -242,7 +229,7 @@ def load_model(spec: str) -> Model:
         seed = int(match.group("seed") or 0)
         name = f"random:{base}" if seed == 0 else f"random@{seed}:{base}"
         bridge = TransformerBridge.boot_transformers(
-            name, hf_model=_redrawn(bridge.original_model, seed), tokenizer=bridge.tokenizer
+            name, hf_model=redrawn(bridge.original_model, seed), tokenizer=bridge.tokenizer
         )
         fingerprint = checked_fingerprint(bridge.original_model, name)
     bridge.eval()
