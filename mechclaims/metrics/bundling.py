@@ -1,0 +1,140 @@
+"""Greedy bundles of token vectors that explain a target vector (Knittel et al. 2024, VSA-4).
+
+For a target w and candidates e_1..e_V, the bundle b = e_t1 + e_t2 + ... grows one token at a
+time, each step adding the token that maximises cos(b + e_t, w), and stops at `max_tokens` or
+when no token raises the cosine. Exact and batched over targets, using
+
+    cos(b + e_t, w) = (b.w + e_t.w) / (||w|| sqrt(||b||^2 + 2 b.e_t + ||e_t||^2)),
+
+so E.w is computed once per target and E.b is updated from the chosen token's Gram column
+E.e_s, one (V x d) @ (d x n) product per step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+TIE = 1e-12
+FLOAT32_SLACK = 1e-5
+
+
+@dataclass(frozen=True)
+class Bundles:
+    """Greedy bundles for n targets.
+
+    tokens[i, k]: the k-th token added for target i (-1 after the bundle stopped);
+    cosines[i, k]: cos(bundle after k + 1 tokens, w_i) (NaN after it stopped);
+    final[i]: the bundle's final cosine.
+    """
+
+    tokens: np.ndarray
+    cosines: np.ndarray
+    final: np.ndarray
+
+    def fraction_at_least_by_size(self, cutoff: float) -> np.ndarray:
+        """Fraction of targets whose bundle of at most k tokens reaches `cutoff`, for k = 1..K."""
+        reached = np.fmax.accumulate(np.nan_to_num(self.cosines, nan=-np.inf), axis=1) >= cutoff
+        return reached.mean(axis=0)
+
+
+def greedy_bundles(
+    candidates: np.ndarray,
+    targets: np.ndarray,
+    max_tokens: int = 10,
+    allow_repeats: bool = False,
+    chunk: int = 512,
+) -> Bundles:
+    """Exact greedy bundles of `candidates` rows (V x d) for each row of `targets` (n x d).
+
+    Cosines within TIE of each other tie, and a tie goes to the lowest token id; a step must raise
+    the cosine by more than TIE. Float32 scores rank the vocabulary, and the near-best tokens are
+    re-scored in float64, so the bundles are those of the exact definition. Targets are processed in chunks of `chunk` to bound memory
+    at about 4 (V x chunk) float32 matrices.
+    """
+    if max_tokens < 1:
+        raise ValueError("max_tokens must be at least 1")
+    e = torch.as_tensor(np.ascontiguousarray(candidates, dtype=np.float32))
+    w_all = torch.as_tensor(np.ascontiguousarray(targets, dtype=np.float32))
+    e_sq = (e.double() ** 2).sum(1).float()
+    n = w_all.shape[0]
+    tokens = np.full((n, max_tokens), -1, dtype=np.int64)
+    for start in range(0, n, chunk):
+        stop = min(start + chunk, n)
+        tokens[start:stop] = _bundle_chunk(e, e_sq, w_all[start:stop], max_tokens, allow_repeats)
+    cosines = bundle_cosines(candidates, targets, tokens)
+    final = np.max(np.where(np.isnan(cosines), -np.inf, cosines), axis=1)
+    return Bundles(tokens=tokens, cosines=cosines, final=final)
+
+
+def bundle_cosines(candidates: np.ndarray, targets: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+    """cos(e_t1 + ... + e_tk, w) recomputed exactly in float64 for every prefix of every bundle."""
+    e = np.asarray(candidates, dtype=np.float64)
+    w = np.asarray(targets, dtype=np.float64)
+    picked = np.where(tokens[..., None] >= 0, e[np.maximum(tokens, 0)], 0.0)
+    bundles = np.cumsum(picked, axis=1)
+    dots = np.einsum("nkd,nd->nk", bundles, w)
+    norms = np.linalg.norm(bundles, axis=2) * np.linalg.norm(w, axis=1)[:, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cosines = dots / norms
+    return np.where(tokens >= 0, cosines, np.nan)
+
+
+def _exact_choice(
+    score: torch.Tensor, best: torch.Tensor, idx: torch.Tensor, b64: torch.Tensor, e64: torch.Tensor, w64: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Among tokens whose float32 score is within float32 error of the best, the exact float64 winner.
+
+    Returns (token, cosine) per target in `idx`; scores within TIE of the maximum tie, and a tie
+    goes to the lowest token id.
+    """
+    sub = score[:, idx]
+    near = (sub >= best[idx] - FLOAT32_SLACK * (1 + best[idx].abs())) & sub.isfinite()
+    t, j = near.nonzero(as_tuple=True)
+    trial = b64[idx[j]] + e64[t]
+    exact = (trial * w64[idx[j]]).sum(1) / (trial.norm(dim=1).clamp(min=1e-300) * w64[idx[j]].norm(dim=1))
+    top = torch.full((len(idx),), -torch.inf, dtype=torch.float64).scatter_reduce(0, j, exact, "amax")
+    winners = exact >= top[j] - TIE
+    token = torch.full((len(idx),), torch.iinfo(torch.int64).max).scatter_reduce(0, j[winners], t[winners], "amin")
+    return token, top
+
+
+def _bundle_chunk(
+    e: torch.Tensor, e_sq: torch.Tensor, w: torch.Tensor, max_tokens: int, allow_repeats: bool
+) -> np.ndarray:
+    n = w.shape[0]
+    e64, w64 = e.double(), w.double()
+    w_norm = w.norm(dim=1)
+    ew = e @ w.T
+    eb = torch.zeros_like(ew)
+    bw = torch.zeros(n)
+    bb = torch.zeros(n)
+    b64 = torch.zeros_like(w64)
+    current = torch.full((n,), -torch.inf, dtype=torch.float64)
+    active = torch.ones(n, dtype=torch.bool)
+    used = torch.zeros_like(ew, dtype=torch.bool)
+    tokens = torch.full((n, max_tokens), -1, dtype=torch.int64)
+    for step in range(max_tokens):
+        idx = active.nonzero(as_tuple=True)[0]
+        if len(idx) == 0:
+            break
+        norm_sq = (bb + 2 * eb + e_sq[:, None]).clamp_(min=1e-30)
+        score = (bw + ew) / (w_norm * norm_sq.sqrt())
+        if not allow_repeats:
+            score.masked_fill_(used, -torch.inf)
+        chosen, cosine = _exact_choice(score, score.max(dim=0).values, idx, b64, e64, w64)
+        improves = cosine > current[idx] + TIE
+        idx, chosen = idx[improves], chosen[improves]
+        active[:] = False
+        active[idx] = True
+        tokens[idx, step] = chosen
+        current[idx] = cosine[improves]
+        bw[idx] += ew[chosen, idx]
+        bb[idx] += 2 * eb[chosen, idx] + e_sq[chosen]
+        eb[:, idx] += e @ e[chosen].T
+        b64[idx] += e64[chosen]
+        used[chosen, idx] = True
+    return tokens.numpy()
