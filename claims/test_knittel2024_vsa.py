@@ -1,5 +1,13 @@
 """Knittel et al. 2024, "GPT-2 Through the Lens of Vector Symbolic Architectures".
 
+The headline claim (section 3.2, VSA-4) has the paper's own number: "a similarity of 0.5 or
+higher for more than 80% of the neurons in the first layer" (threshold origin `paper`:
+fraction_at_least(0.5) > 0.80). The bundle size, candidate set and stopping rule are not
+given; ours (at most 10 unit-length raw token embeddings, no repeats, stop when no token raises
+the cosine) are parameters, shown in the report. In a few hundred dimensions with ~50k
+candidates, a 10-token bundle reaches a sizeable cosine for any direction, so its null (Gaussian
+targets against the same embeddings) decides whether a pass is TRIVIAL.
+
 Near-orthogonality claims (VSA-1, VSA-2, VSA-3 in ../shared/papers/CLAIMS_CATALOGUE.md). The
 paper gives no number for them ("strong diagonals with minimal artifacts" is a visual reading
 of Gram heatmaps), so every threshold here is of `suite` origin and was fixed before measuring
@@ -19,7 +27,7 @@ passes is not TRIVIAL (`trivial_if_null_passes=False`), except for VSA-3, where 
 shared direction) must fail.
 """
 
-from mechclaims.metrics import orthogonality
+from mechclaims.metrics import bundling, orthogonality
 from mechclaims.registry import Claim, Threshold
 
 PAPER = "knittel2024"
@@ -96,5 +104,21 @@ CLAIMS = [
         needs=frozenset({"layernorm"}),
         threshold=Threshold(statistic="ln_removed", op=">=", value=0.05, origin="suite", sweep=(0.0, 0.3, 0.025)),
         rationale="Signed mean pairwise cosine of raw embeddings minus that after LayerNorm (our reading).",
+    ),
+    Claim(
+        id=f"{PAPER}.mlp0_token_bundles",
+        paper=PAPER,
+        section="3.2 (VSA-4)",
+        statement="More than 80% of the first layer's MLP neurons reach a cosine of 0.5 or higher with a "
+        "greedy bundle of token embeddings.",
+        measure=bundling.layer_bundle_cosines,
+        params={"layer": 0, "max_tokens": 10, "target": "in", "normalise": True, "centre": False,
+                "allow_repeats": False},
+        threshold=Threshold(statistic="fraction_at_least", at=0.5, op=">", value=0.80, origin="paper",
+                            sweep=(0.3, 0.9, 0.05)),
+        null="random_targets",
+        rationale="Fraction of layer-0 neurons whose greedy bundle (at most 10 unit token embeddings, no "
+        "repeats) reaches cosine >= 0.5 with the raw W_in column. Null: Gaussian targets against the same "
+        "embeddings; a pass whose null passes too is TRIVIAL.",
     ),
 ]

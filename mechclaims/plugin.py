@@ -20,6 +20,7 @@ from mechclaims.errors import MechclaimsError
 from mechclaims.models import GaussianNull, Model, check_spec, load_model, resolve_auto
 from mechclaims.registry import (
     Claim,
+    NULLS,
     Measurement,
     Threshold,
     Verdict,
@@ -98,10 +99,12 @@ class ModelPool:
                 raise
         return self.models[spec]
 
-    def null(self, spec: str) -> GaussianNull:
-        if spec not in self.nulls:
-            self.nulls[spec] = GaussianNull(self.get(spec), NULL_SEED)
-        return self.nulls[spec]
+    def null(self, spec: str, kind: str) -> GaussianNull:
+        """The named null (registry.NULLS) of a loaded model, built once."""
+        key = f"{kind}:{spec}"
+        if key not in self.nulls:
+            self.nulls[key] = GaussianNull(self.get(spec), NULL_SEED, NULLS[kind])
+        return self.nulls[key]
 
 
 RESULT_DEFAULTS: dict[str, Any] = dict.fromkeys(
@@ -254,8 +257,8 @@ def _measure_with_null(options: Options, claim: Claim, pool: ModelPool, spec: st
     try:
         real, real_hit = _measure(options, claim, model, model.fingerprint, "real")
         null = None
-        if claim.null == "gaussian":
-            null, _ = _measure(options, claim, pool.null(spec), model.fingerprint, f"gaussian:{NULL_SEED}")
+        if claim.null is not None:
+            null, _ = _measure(options, claim, pool.null(spec, claim.null), model.fingerprint, f"{claim.null}:{NULL_SEED}")
     except MechclaimsError as exc:
         return str(exc)
     return real, null, real_hit

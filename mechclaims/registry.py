@@ -19,6 +19,12 @@ OPS: dict[str, Callable[[float, float], bool]] = {
     "<": lambda a, b: a < b,
 }
 FRACTION_STATISTICS = ("fraction_at_least", "fraction_at_most", "fraction_below")
+NULLS: dict[str, frozenset[str]] = {
+    "gaussian": frozenset(),
+    "random_targets": frozenset({"W_E", "W_pos", "W_U"}),
+}
+"""Null baselines by name -> the weight matrices they keep (all others become i.i.d. Gaussian).
+`random_targets` keeps the token vectors a measurement searches and randomises what it explains."""
 CLAIM_ID = re.compile(r"^[a-z0-9_]+\.[a-z0-9_]+$")
 
 
@@ -103,8 +109,8 @@ class Threshold:
 class Claim:
     """One published statement, as data. `measure(source, **params)` returns a Measurement.
 
-    `null` names the null baseline ("gaussian": the same measurement on i.i.d. Gaussian weights of
-    the same shapes). `trivial_if_null_passes` is False where the null is the ideal the claim
+    `null` names the null baseline in NULLS ("gaussian": the same measurement on i.i.d. Gaussian
+    weights of the same shapes; "random_targets": Gaussian targets against the real token vectors). `trivial_if_null_passes` is False where the null is the ideal the claim
     compares against (near-orthogonality), not a chance level that a pass must beat.
     """
 
@@ -123,6 +129,8 @@ class Claim:
     def __post_init__(self) -> None:
         if not CLAIM_ID.match(self.id):
             raise ValueError(f"claim id {self.id!r} must look like paper.measured_thing")
+        if self.null is not None and self.null not in NULLS:
+            raise ValueError(f"claim {self.id} has unknown null {self.null!r}: choose from {sorted(NULLS)}")
         unknown = set(self.needs) - set(REQUIREMENTS)
         if unknown:
             raise ValueError(f"claim {self.id} needs unknown capabilities {sorted(unknown)}")
@@ -133,6 +141,7 @@ REQUIREMENTS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "absolute_positions": (lambda c: c.positions == "absolute", "the model has no learned absolute positions"),
     "decoder": (lambda c: c.kind == "decoder", "the model is an encoder"),
     "ungated_mlp": (lambda c: not c.gated_mlp, "the model's MLP is gated"),
+    "gated_mlp": (lambda c: c.gated_mlp, "the model's MLP has no gate"),
 }
 
 

@@ -6,12 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from tokenizers import Tokenizer
-from tokenizers.models import WordLevel
-from tokenizers.pre_tokenizers import WhitespaceSplit
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from mechclaims.models import Model, load_model
+from mechclaims.models.controls import word_tokenizer
 
 TINY_VOCAB_SIZE = 300
 END_OF_TEXT = "<|endoftext|>"
@@ -19,20 +17,9 @@ UNKNOWN = "<unk>"
 SCRIPT_TOKEN = "<script>alert(1)</script>"
 
 
-def _tiny_vocabulary() -> list[str]:
-    """Token strings in id order: two specials, an HTML-hostile token, then plain words."""
-    specials = [END_OF_TEXT, UNKNOWN, SCRIPT_TOKEN]
-    return specials + [f"word{i}" for i in range(TINY_VOCAB_SIZE - len(specials))]
-
-
 def _tiny_tokenizer() -> PreTrainedTokenizerFast:
-    """A whitespace word-level tokenizer over `_tiny_vocabulary()`."""
-    vocab = {token: i for i, token in enumerate(_tiny_vocabulary())}
-    backend = Tokenizer(WordLevel(vocab, unk_token=UNKNOWN))
-    backend.pre_tokenizer = WhitespaceSplit()
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend, unk_token=UNKNOWN, eos_token=END_OF_TEXT, bos_token=END_OF_TEXT, pad_token=END_OF_TEXT
-    )
+    """A word-level tokenizer: two specials, an HTML-hostile token, then plain words."""
+    return word_tokenizer(TINY_VOCAB_SIZE, specials=(END_OF_TEXT, UNKNOWN, SCRIPT_TOKEN))
 
 
 def _tiny_gpt2() -> GPT2LMHeadModel:

@@ -19,7 +19,7 @@ from mechclaims.models.model import Capabilities, Weights
 from mechclaims.registry import Claim, Threshold, Verdict, decide, not_applicable
 
 VOCAB, D, LAYERS, HEADS, D_HEAD, D_MLP = 400, 64, 2, 4, 16, 128
-BY_ID = {claim.id: claim for claim in vsa.CLAIMS}
+BY_ID = {claim.id: claim for claim in vsa.CLAIMS if claim.measure.__module__.endswith(".orthogonality")}
 ORTHOGONALITY = [c for c in BY_ID if c != "knittel2024.ln_removes_shared_direction"]
 EMBEDDING = [c for c in BY_ID if c.startswith("knittel2024.embed_")]
 LAYERNORM = Capabilities(

@@ -60,7 +60,7 @@ def test_run_writes_reports_with_ids_verdicts_and_nulls(suite: pytest.Pytester, 
     _run(suite, "--model", str(tiny_gpt2_dir))
     results = _results(suite)
     claim_ids = set(results["claims"])
-    assert len(results["results"]) == len(claim_ids) == 8
+    assert len(results["results"]) == len(claim_ids) == 9
     for claim_id in claim_ids:
         collected.stdout.fnmatch_lines([f"*test_knittel2024_vsa.py::{claim_id}[[]{tiny_gpt2_dir}[]]"])
     for entry in results["results"]:
@@ -166,3 +166,11 @@ def test_auto_resolves_offline_to_smollm2_and_says_so(suite: pytest.Pytester) ->
     results = _results(suite)
     assert results["models"]["smollm2-135m"]["resolved_from"] == "auto"
     assert {r["model"] for r in results["results"]} == {"smollm2-135m"}
+
+
+def test_planted_control_passes_and_its_random_twin_fails(suite: pytest.Pytester) -> None:
+    """From the command line: the bundle claim PASSES on planted:bundles, FAILS on planted:random-neurons."""
+    result = _run(suite, "--model", "planted:bundles", "--model", "planted:random-neurons", "-k", "mlp0")
+    result.assert_outcomes(passed=1, failed=1)
+    verdicts = {r["model"]: r["verdict"] for r in _results(suite)["results"]}
+    assert verdicts == {"planted:bundles": "PASS", "planted:random-neurons": "FAIL"}

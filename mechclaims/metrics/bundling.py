@@ -17,6 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from mechclaims.errors import MechclaimsError
+from mechclaims.registry import Measurement, WeightSource
+
 
 TIE = 1e-12
 FLOAT32_SLACK = 1e-5
@@ -138,3 +141,64 @@ def _bundle_chunk(
         b64[idx] += e64[chosen]
         used[chosen, idx] = True
     return tokens.numpy()
+
+
+def token_candidates(embeddings: np.ndarray, normalise: bool, centre: bool) -> np.ndarray:
+    """Candidate token vectors: W_E rows, optionally minus the mean embedding, optionally unit length."""
+    e = np.asarray(embeddings, dtype=np.float32)
+    if centre:
+        e = e - e.mean(axis=0, keepdims=True)
+    if normalise:
+        norms = np.linalg.norm(e, axis=1, keepdims=True)
+        e = np.divide(e, norms, out=np.zeros_like(e), where=norms > 0)
+    return e
+
+
+def layer_bundle_cosines(
+    source: WeightSource,
+    layer: int = 0,
+    max_tokens: int = 10,
+    target: str = "in",
+    normalise: bool = True,
+    centre: bool = False,
+    allow_repeats: bool = False,
+    cutoff: float = 0.5,
+) -> Measurement:
+    """VSA-4: greedy token-embedding bundles for every neuron's input vector in one MLP layer.
+
+    Targets are the columns of W_in[layer] ("in"; for gated MLPs the up projection) or of
+    W_gate[layer] ("gate"), raw (no LayerNorm gain). The distribution is each neuron's final
+    cosine; `fraction_at_{cutoff}_within_{k}` is the fraction of neurons whose bundle of at most k
+    tokens reaches `cutoff`, for k = 1..max_tokens (read real beside null in the report).
+    """
+    weights = source.weights("raw")
+    matrix = {"in": weights.W_in, "gate": weights.W_gate}.get(target)
+    if matrix is None:
+        raise MechclaimsError(f"bundle target {target!r} does not exist for this model: use 'in' (or 'gate' when gated)")
+    candidates = token_candidates(weights.W_E, normalise, centre)
+    bundles = greedy_bundles(candidates, matrix[layer].T, max_tokens=max_tokens, allow_repeats=allow_repeats)
+    by_size = bundles.fraction_at_least_by_size(cutoff)
+    order = np.argsort(-bundles.final, kind="stable")
+    ids = sorted({int(t) for t in bundles.tokens.ravel() if t >= 0})
+    strings = dict(zip(ids, source.token_strings(ids)))
+    return Measurement(
+        statistics={
+            "neurons": float(len(bundles.final)),
+            "mean_final_cosine": float(bundles.final.mean()),
+            "median_final_cosine": float(np.median(bundles.final)),
+            "mean_bundle_size": float((bundles.tokens >= 0).sum(1).mean()),
+            **{f"fraction_at_{cutoff:g}_within_{k + 1}": float(f) for k, f in enumerate(by_size)},
+        },
+        distribution=bundles.final,
+        distribution_label=f"final cosine of each layer-{layer} neuron's greedy bundle",
+        details={
+            "bundles": [
+                {
+                    "neuron": int(i),
+                    "cosine": float(bundles.final[i]),
+                    "tokens": " | ".join(strings[int(t)] for t in bundles.tokens[i] if t >= 0),
+                }
+                for i in order
+            ],
+        },
+    )

@@ -5,23 +5,25 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import numpy as np
 import torch
 
 from mechclaims.models.model import Model
 
 
 class GaussianNull:
-    """A model's null: the same capabilities and tokens, every weight matrix i.i.d. Gaussian."""
+    """A model's null: the same capabilities and tokens, every weight matrix not in `keep` i.i.d. Gaussian."""
 
-    def __init__(self, model: Model, seed: int) -> None:
+    def __init__(self, model: Model, seed: int, keep: frozenset[str] = frozenset()) -> None:
         self.model = model
         self.seed = seed
+        self.keep = keep
         self.capabilities = model.capabilities
         self._weights: dict[str, Any] = {}
 
     def weights(self, processing: str = "raw") -> Any:
         if processing not in self._weights:
-            self._weights[processing] = self.model.weights(processing).gaussian_like(self.seed)
+            self._weights[processing] = self.model.weights(processing).gaussian_like(self.seed, self.keep)
         return self._weights[processing]
 
     def token_strings(self, ids: Any) -> list[str]:
@@ -39,3 +41,53 @@ def redrawn(hf_model: torch.nn.Module, seed: int) -> torch.nn.Module:
                 noise = torch.randn(param.shape, generator=generator, dtype=torch.float32)
                 param.copy_((noise * std + mean).to(param.dtype))
     return clone
+
+
+PLANTED_K = 4
+PLANTED_SNR = 10.0
+
+
+def word_tokenizer(vocab_size: int, specials: tuple[str, ...] = ("<|endoftext|>", "<unk>")) -> Any:
+    """A whitespace word-level tokenizer: `specials` first, then word0, word1, ... up to `vocab_size`."""
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import WhitespaceSplit
+    from transformers import PreTrainedTokenizerFast
+
+    words = [*specials, *(f"word{i}" for i in range(vocab_size - len(specials)))]
+    backend = Tokenizer(WordLevel({w: i for i, w in enumerate(words)}, unk_token=specials[1]))
+    backend.pre_tokenizer = WhitespaceSplit()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, unk_token=specials[1], eos_token=specials[0], bos_token=specials[0], pad_token=specials[0]
+    )
+
+
+def planted_bundles(random_neurons: bool, seed: int = 0, vocab: int = 2048, d_model: int = 512) -> tuple[Any, np.ndarray]:
+    """The positive control (and, with `random_neurons`, its negative twin): a GPT-2-architecture model
+    whose layer-0 MLP input vectors are sums of PLANTED_K unit token embeddings plus Gaussian noise
+    with ||signal|| / ||noise|| = PLANTED_SNR. Returns (hf_model, planted token ids [d_mlp, K]).
+
+    The twin keeps every weight but replaces each neuron's vector by a random direction of the same
+    norm. d_model 512 with 2048 tokens keeps a 10-token bundle of a random direction below cosine 0.5.
+    """
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    config = GPT2Config(n_layer=2, n_head=8, n_embd=d_model, n_inner=4 * d_model, vocab_size=vocab, n_positions=64,
+                        bos_token_id=0, eos_token_id=0)
+    model = GPT2LMHeadModel(config)
+    rng = np.random.default_rng(seed)
+    embeddings = model.transformer.wte.weight.detach().double().numpy()
+    unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
+    n_neurons = config.n_inner
+    planted = np.stack([rng.choice(vocab, PLANTED_K, replace=False) for _ in range(n_neurons)])
+    signal = unit[planted].sum(axis=1)
+    noise = rng.standard_normal(signal.shape)
+    noise *= np.linalg.norm(signal, axis=1, keepdims=True) / (PLANTED_SNR * np.linalg.norm(noise, axis=1, keepdims=True))
+    vectors = signal + noise
+    if random_neurons:
+        directions = rng.standard_normal(vectors.shape)
+        vectors = directions * np.linalg.norm(vectors, axis=1, keepdims=True) / np.linalg.norm(directions, axis=1, keepdims=True)
+    with torch.no_grad():
+        model.transformer.h[0].mlp.c_fc.weight.copy_(torch.from_numpy(vectors.T).float())
+    return model, planted

@@ -10,6 +10,7 @@ import importlib.util
 import json
 import os
 import re
+import tempfile
 import threading
 import urllib.request
 from dataclasses import dataclass
@@ -19,12 +20,14 @@ from typing import Any, Callable
 import torch
 
 from mechclaims.errors import MechclaimsError
-from mechclaims.models.controls import redrawn
+from mechclaims.models.controls import planted_bundles, redrawn, word_tokenizer
 from mechclaims.models.model import Model, capabilities_of, checked_fingerprint
 
 DEFAULT_HUB_MODEL = "gpt2"
 FALLBACK_MODEL = "smollm2-135m"
 HUB_PROBE_SECONDS = 5.0
+PLANTED = {"bundles": False, "random-neurons": True}
+"""planted:<name> -> whether the layer-0 neurons are random directions (the negative twin)."""
 RANDOM_PREFIX = re.compile(r"^random(?:@(?P<seed>\d+))?:(?P<base>.+)$")
 HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "vocab.txt", "tokenizer.model")
@@ -51,6 +54,18 @@ def _boot_smollm2(folder: Path) -> Any:
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, dtype=torch.float32)
     return TransformerBridge.boot_transformers("smollm2-135m", hf_model=model, tokenizer=tokenizer)
+
+
+def _boot_planted(name: str) -> Any:
+    from transformer_lens.model_bridge import TransformerBridge
+
+    from transformers import AutoTokenizer
+
+    model, _ = planted_bundles(random_neurons=PLANTED[name])
+    with tempfile.TemporaryDirectory() as folder:
+        word_tokenizer(model.config.vocab_size).save_pretrained(folder)
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        return TransformerBridge.boot_transformers(f"planted:{name}", hf_model=model, tokenizer=tokenizer)
 
 
 def _boot_minilm(folder: Path) -> Any:
@@ -174,6 +189,10 @@ def check_spec(spec: str, probe_hub: bool = True) -> None:
         raise MechclaimsError(f"nested random: in model spec {spec!r}: use random:<spec> once")
     if base == "auto" or base in BUNDLED:
         return
+    if base.startswith("planted:"):
+        if base.removeprefix("planted:") not in PLANTED:
+            raise MechclaimsError(f"unknown planted model {base!r}: use {', '.join('planted:' + p for p in PLANTED)}")
+        return
     if base.startswith(("/", ".", "~")) or Path(base).expanduser().is_dir():
         folder = Path(base).expanduser()
         if not folder.is_dir():
@@ -183,7 +202,7 @@ def check_spec(spec: str, probe_hub: bool = True) -> None:
     if not HUB_NAME.match(base) or ":" in base:
         raise MechclaimsError(
             f"unknown model spec {spec!r}: use a Hugging Face name (gpt2), a checkpoint folder, "
-            f"{', '.join(BUNDLED)}, random:<spec> or auto"
+            f"{', '.join(BUNDLED)}, planted:<name>, random:<spec> or auto"
         )
     if probe_hub and not (_hub_cached(base) or _hub_reachable()):
         raise MechclaimsError(
@@ -198,6 +217,8 @@ def _boot(spec: str) -> Any:
     if spec in BUNDLED:
         bundled = BUNDLED[spec]
         return bundled.boot(_package_folder(bundled.package))
+    if spec.startswith("planted:"):
+        return _boot_planted(spec.removeprefix("planted:"))
     folder = Path(spec).expanduser()
     if folder.is_dir():
         return _boot_folder(folder)

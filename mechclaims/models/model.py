@@ -64,14 +64,16 @@ class Weights:
     W_out: np.ndarray
     W_U: np.ndarray
 
-    def gaussian_like(self, seed: int) -> Weights:
-        """The null: every matrix replaced by i.i.d. N(0, 1) entries of the same shape, seeded."""
+    def gaussian_like(self, seed: int, keep: frozenset[str] = frozenset()) -> Weights:
+        """The null: every matrix not named in `keep` replaced by i.i.d. N(0, 1) entries, seeded."""
         rng = np.random.default_rng(seed)
 
-        def draw(a: np.ndarray | None) -> np.ndarray | None:
-            return None if a is None else rng.standard_normal(a.shape, dtype=np.float32)
+        def draw(name: str, a: np.ndarray | None) -> np.ndarray | None:
+            if a is None or name in keep:
+                return a
+            return rng.standard_normal(a.shape, dtype=np.float32)
 
-        return Weights(**{name: draw(value) for name, value in self.__dict__.items()})
+        return Weights(**{name: draw(name, value) for name, value in self.__dict__.items()})
 
 
 def _numpy(t: torch.Tensor) -> np.ndarray:

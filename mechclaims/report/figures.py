@@ -31,7 +31,7 @@ def distribution_histogram(real: list[float], null: list[float] | None, label: s
     bins = np.histogram_bin_edges(everything[np.isfinite(everything)], bins=60)
     axes.hist(values, bins=bins, density=True, alpha=0.6, color="#1565c0", label="model")
     if null is not None:
-        axes.hist(null, bins=bins, density=True, alpha=0.5, color="#9e9e9e", label="Gaussian null")
+        axes.hist(null, bins=bins, density=True, alpha=0.5, color="#9e9e9e", label="null")
     if cutoff is not None:
         axes.axvline(cutoff, color="black", linestyle="--", linewidth=1, label=f"threshold at {cutoff:g}")
     axes.set_xlabel(label)
@@ -47,7 +47,7 @@ def sweep_curve(points: list[dict[str, Any]], threshold_x: float, axis_label: st
     axes.plot(xs, [p["statistic"] for p in points], color="#1565c0", linewidth=1, label="model")
     axes.scatter(xs, [p["statistic"] for p in points], c=[VERDICT_COLOURS[p["verdict"]] for p in points], s=18, zorder=3)
     if all(p["null_statistic"] is not None for p in points):
-        axes.plot(xs, [p["null_statistic"] for p in points], color="#9e9e9e", linestyle=":", label="Gaussian null")
+        axes.plot(xs, [p["null_statistic"] for p in points], color="#9e9e9e", linestyle=":", label="null")
     axes.axvline(threshold_x, color="black", linestyle="--", linewidth=1, label="claim's threshold")
     axes.set_xlabel(axis_label)
     axes.set_ylabel("statistic")
