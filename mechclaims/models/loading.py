@@ -58,7 +58,6 @@ def _boot_smollm2(folder: Path) -> Any:
 
 def _boot_planted(name: str) -> Any:
     from transformer_lens.model_bridge import TransformerBridge
-
     from transformers import AutoTokenizer
 
     model, _ = planted_bundles(random_neurons=PLANTED[name])
