@@ -66,6 +66,26 @@ def _attention_claim(scope: str, what: str, unit: str) -> Claim:
     )
 
 
+def _bundle_claim(target: str, statement: str, needs: frozenset[str]) -> Claim:
+    """VSA-4 on W_in columns ("in"; the up projection of a gated MLP) or on W_gate columns ("gate")."""
+    return Claim(
+        id=f"{PAPER}.mlp0_token_bundles" if target == "in" else f"{PAPER}.mlp0_gate_token_bundles",
+        paper=PAPER,
+        section="3.2 (VSA-4)",
+        statement=statement,
+        measure=bundling.layer_bundle_cosines,
+        params={"layer": 0, "max_tokens": 10, "target": target, "normalise": True, "centre": False,
+                "allow_repeats": False},
+        threshold=Threshold(statistic="fraction_at_least", at=0.5, op=">", value=0.80, origin="paper",
+                            sweep=(0.3, 0.9, 0.05)),
+        needs=needs,
+        null="random_targets",
+        rationale=f"Fraction of layer-0 neurons whose greedy bundle (at most 10 unit token embeddings, no "
+        f"repeats) reaches cosine >= 0.5 with the raw W_{target} column. Null: Gaussian targets against the "
+        "same embeddings; a pass whose null passes too is TRIVIAL.",
+    )
+
+
 CLAIMS = [
     _embedding_claim("raw", "raw W_E rows"),
     _embedding_claim("centred", "W_E rows minus the mean embedding"),
@@ -105,20 +125,15 @@ CLAIMS = [
         threshold=Threshold(statistic="ln_removed", op=">=", value=0.05, origin="suite", sweep=(0.0, 0.3, 0.025)),
         rationale="Signed mean pairwise cosine of raw embeddings minus that after LayerNorm (our reading).",
     ),
-    Claim(
-        id=f"{PAPER}.mlp0_token_bundles",
-        paper=PAPER,
-        section="3.2 (VSA-4)",
-        statement="More than 80% of the first layer's MLP neurons reach a cosine of 0.5 or higher with a "
-        "greedy bundle of token embeddings.",
-        measure=bundling.layer_bundle_cosines,
-        params={"layer": 0, "max_tokens": 10, "target": "in", "normalise": True, "centre": False,
-                "allow_repeats": False},
-        threshold=Threshold(statistic="fraction_at_least", at=0.5, op=">", value=0.80, origin="paper",
-                            sweep=(0.3, 0.9, 0.05)),
-        null="random_targets",
-        rationale="Fraction of layer-0 neurons whose greedy bundle (at most 10 unit token embeddings, no "
-        "repeats) reaches cosine >= 0.5 with the raw W_in column. Null: Gaussian targets against the same "
-        "embeddings; a pass whose null passes too is TRIVIAL.",
+    _bundle_claim(
+        "in",
+        "More than 80% of the first layer's MLP neurons reach a cosine of 0.5 or higher with a greedy bundle "
+        "of token embeddings.",
+        frozenset(),
+    ),
+    _bundle_claim(
+        "gate",
+        "The same holds for the gate vectors of a gated (SwiGLU) first MLP layer, read as separate targets.",
+        frozenset({"gated_mlp"}),
     ),
 ]

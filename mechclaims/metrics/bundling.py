@@ -87,59 +87,61 @@ def bundle_cosines(candidates: np.ndarray, targets: np.ndarray, tokens: np.ndarr
 
 
 def _exact_choice(
-    score: torch.Tensor, best: torch.Tensor, idx: torch.Tensor, b64: torch.Tensor, e64: torch.Tensor, w64: torch.Tensor
+    score: torch.Tensor, cutoff: torch.Tensor, b64: torch.Tensor, e64: torch.Tensor, w64: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Among tokens whose float32 score is within float32 error of the best, the exact float64 winner.
+    """Per target row, the exact float64 winner among tokens whose float32 score reaches `cutoff`.
 
-    Returns (token, cosine) per target in `idx`; scores within TIE of the maximum tie, and a tie
-    goes to the lowest token id.
+    Returns (token, cosine) per row (cosine -inf where no token reaches the cutoff); cosines
+    within TIE of the maximum tie, and a tie goes to the lowest token id.
     """
-    sub = score[:, idx]
-    near = (sub >= best[idx] - FLOAT32_SLACK * (1 + best[idx].abs())) & sub.isfinite()
-    t, j = near.nonzero(as_tuple=True)
-    trial = b64[idx[j]] + e64[t]
-    exact = (trial * w64[idx[j]]).sum(1) / (trial.norm(dim=1).clamp(min=1e-300) * w64[idx[j]].norm(dim=1))
-    top = torch.full((len(idx),), -torch.inf, dtype=torch.float64).scatter_reduce(0, j, exact, "amax")
-    winners = exact >= top[j] - TIE
-    token = torch.full((len(idx),), torch.iinfo(torch.int64).max).scatter_reduce(0, j[winners], t[winners], "amin")
+    rows, t = (score >= cutoff[:, None]).nonzero(as_tuple=True)
+    trial = b64[rows] + e64[t]
+    exact = (trial * w64[rows]).sum(1) / (trial.norm(dim=1).clamp(min=1e-300) * w64[rows].norm(dim=1))
+    n = score.shape[0]
+    top = torch.full((n,), -torch.inf, dtype=torch.float64).scatter_reduce(0, rows, exact, "amax")
+    winners = exact >= top[rows] - TIE
+    token = torch.full((n,), torch.iinfo(torch.int64).max).scatter_reduce(0, rows[winners], t[winners], "amin")
     return token, top
 
 
 def _bundle_chunk(
     e: torch.Tensor, e_sq: torch.Tensor, w: torch.Tensor, max_tokens: int, allow_repeats: bool
 ) -> np.ndarray:
+    """Greedy bundles for one chunk of targets; matrices are (targets x vocabulary), row-major."""
     n = w.shape[0]
     e64, w64 = e.double(), w.double()
     w_norm = w.norm(dim=1)
-    ew = e @ w.T
+    ew = w @ e.T
     eb = torch.zeros_like(ew)
-    bw = torch.zeros(n)
-    bb = torch.zeros(n)
+    bw = torch.zeros(n, 1)
+    bb = torch.zeros(n, 1)
     b64 = torch.zeros_like(w64)
     current = torch.full((n,), -torch.inf, dtype=torch.float64)
     active = torch.ones(n, dtype=torch.bool)
     used = torch.zeros_like(ew, dtype=torch.bool)
     tokens = torch.full((n, max_tokens), -1, dtype=torch.int64)
     for step in range(max_tokens):
-        idx = active.nonzero(as_tuple=True)[0]
-        if len(idx) == 0:
-            break
-        norm_sq = (bb + 2 * eb + e_sq[:, None]).clamp_(min=1e-30)
-        score = (bw + ew) / (w_norm * norm_sq.sqrt())
+        score = torch.add(bb, e_sq, alpha=1.0).add_(eb, alpha=2.0).clamp_(min=1e-30).rsqrt_().mul_(ew.add(bw))
         if not allow_repeats:
             score.masked_fill_(used, -torch.inf)
-        chosen, cosine = _exact_choice(score, score.max(dim=0).values, idx, b64, e64, w64)
-        improves = cosine > current[idx] + TIE
-        idx, chosen = idx[improves], chosen[improves]
+        best = score.max(dim=1).values
+        searching = active & best.isfinite()
+        if not bool(searching.any()):
+            break
+        cutoff = torch.where(searching, best - FLOAT32_SLACK * (best.abs() + w_norm), torch.inf)
+        chosen, cosine = _exact_choice(score, cutoff, b64, e64, w64)
+        improves = searching & (cosine > current + TIE)
+        idx = improves.nonzero(as_tuple=True)[0]
+        chosen = chosen[idx]
         active[:] = False
         active[idx] = True
         tokens[idx, step] = chosen
-        current[idx] = cosine[improves]
-        bw[idx] += ew[chosen, idx]
-        bb[idx] += 2 * eb[chosen, idx] + e_sq[chosen]
-        eb[:, idx] += e @ e[chosen].T
+        current[idx] = cosine[idx]
+        bw[idx, 0] += ew[idx, chosen]
+        bb[idx, 0] += 2 * eb[idx, chosen] + e_sq[chosen]
+        eb.index_add_(0, idx, e[chosen] @ e.T)
         b64[idx] += e64[chosen]
-        used[chosen, idx] = True
+        used[idx, chosen] = True
     return tokens.numpy()
 
 
