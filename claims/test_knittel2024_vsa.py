@@ -136,4 +136,16 @@ CLAIMS = [
         "The same holds for the gate vectors of a gated (SwiGLU) first MLP layer, read as separate targets.",
         frozenset({"gated_mlp"}),
     ),
+    Claim(
+        id=f"{PAPER}.bundles_by_depth",
+        paper=PAPER,
+        section="VSA-5 (later MLP layers)",
+        statement="Fewer neurons are explained by token bundles in later MLP layers than in the first.",
+        measure=bundling.depth_bundle_fractions,
+        params={"max_tokens": 10, "target": "in", "normalise": True, "centre": False, "allow_repeats": False},
+        threshold=Threshold(statistic="decline", op=">", value=0.05, origin="suite", sweep=(0.0, 0.5, 0.05)),
+        null="random_targets",
+        rationale="Fraction of layer-0 neurons reaching cosine 0.5 minus the median of that fraction over later "
+        "layers; 0.05 is two binomial standard deviations of a fraction over >= 384 neurons.",
+    ),
 ]

@@ -11,7 +11,9 @@ from mechclaims.models import GaussianNull, Model, load_model
 from mechclaims.models.controls import PLANTED_K, planted_bundles
 from mechclaims.registry import NULLS, Verdict, decide
 
-CLAIM = next(c for c in vsa.CLAIMS if c.id == "knittel2024.mlp0_token_bundles")
+CLAIMS = {c.id: c for c in vsa.CLAIMS}
+CLAIM = CLAIMS["knittel2024.mlp0_token_bundles"]
+CONTROLLED = ["knittel2024.mlp0_token_bundles", "knittel2024.bundles_by_depth"]
 
 
 @pytest.fixture(scope="module")
@@ -24,10 +26,11 @@ def random_twin() -> Model:
     return load_model("planted:random-neurons")
 
 
-def _verdict(model: Model) -> Verdict:
-    real = CLAIM.measure(model, **CLAIM.params)
-    null = CLAIM.measure(GaussianNull(model, 0, NULLS[CLAIM.null]), **CLAIM.params)
-    return decide(CLAIM, real, null, CLAIM.threshold)[0]
+def _verdict(claim_id: str, model: Model) -> Verdict:
+    claim = CLAIMS[claim_id]
+    real = claim.measure(model, **claim.params)
+    null = claim.measure(GaussianNull(model, 0, NULLS[claim.null]), **claim.params)
+    return decide(claim, real, null, claim.threshold)[0]
 
 
 def test_greedy_search_recovers_the_planted_tokens(planted: Model) -> None:
@@ -39,12 +42,15 @@ def test_greedy_search_recovers_the_planted_tokens(planted: Model) -> None:
     assert np.sum(found) / planted_ids.size >= 0.95
 
 
-def test_claim_passes_on_the_planted_model_and_not_trivially(planted: Model) -> None:
-    assert _verdict(planted) is Verdict.PASS
+@pytest.mark.parametrize("claim_id", CONTROLLED)
+def test_claim_passes_on_the_planted_model_and_not_trivially(planted: Model, claim_id: str) -> None:
+    """Layer-0 neurons are planted bundles (layer 1 is random): both claims PASS, their nulls do not."""
+    assert _verdict(claim_id, planted) is Verdict.PASS
 
 
-def test_claim_fails_on_the_random_neuron_twin(random_twin: Model) -> None:
-    assert _verdict(random_twin) is Verdict.FAIL
+@pytest.mark.parametrize("claim_id", CONTROLLED)
+def test_claim_fails_on_the_random_neuron_twin(random_twin: Model, claim_id: str) -> None:
+    assert _verdict(claim_id, random_twin) is Verdict.FAIL
 
 
 def test_paper_threshold_is_the_quoted_number() -> None:

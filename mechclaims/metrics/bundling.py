@@ -13,9 +13,11 @@ E.e_s, one (V x d) @ (d x n) product per step.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from mechclaims.errors import MechclaimsError
 from mechclaims.registry import Measurement, WeightSource
@@ -156,6 +158,14 @@ def token_candidates(embeddings: np.ndarray, normalise: bool, centre: bool) -> n
     return e
 
 
+def _bundle_targets(weights: Any, target: str) -> np.ndarray:
+    """W_in [L, d, d_mlp] for "in" (the up projection of a gated MLP), W_gate for "gate"."""
+    matrix = {"in": weights.W_in, "gate": weights.W_gate}.get(target)
+    if matrix is None:
+        raise MechclaimsError(f"bundle target {target!r} does not exist for this model: use 'in' (or 'gate' when gated)")
+    return matrix
+
+
 def layer_bundle_cosines(
     source: WeightSource,
     layer: int = 0,
@@ -174,9 +184,7 @@ def layer_bundle_cosines(
     tokens reaches `cutoff`, for k = 1..max_tokens (read real beside null in the report).
     """
     weights = source.weights("raw")
-    matrix = {"in": weights.W_in, "gate": weights.W_gate}.get(target)
-    if matrix is None:
-        raise MechclaimsError(f"bundle target {target!r} does not exist for this model: use 'in' (or 'gate' when gated)")
+    matrix = _bundle_targets(weights, target)
     candidates = token_candidates(weights.W_E, normalise, centre)
     bundles = greedy_bundles(candidates, matrix[layer].T, max_tokens=max_tokens, allow_repeats=allow_repeats)
     by_size = bundles.fraction_at_least_by_size(cutoff)
@@ -203,4 +211,35 @@ def layer_bundle_cosines(
                 for i in order
             ],
         },
+    )
+
+
+def depth_bundle_fractions(
+    source: WeightSource,
+    max_tokens: int = 10,
+    target: str = "in",
+    normalise: bool = True,
+    centre: bool = False,
+    allow_repeats: bool = False,
+    cutoff: float = 0.5,
+) -> Measurement:
+    """VSA-5: the layer-0 measurement repeated for every MLP layer, with the same token candidates.
+
+    `fraction_layer_{l}` is the fraction of layer l's neurons whose bundle reaches `cutoff`;
+    `decline` = fraction at layer 0 minus the median fraction over the later layers.
+    """
+    weights = source.weights("raw")
+    matrix = _bundle_targets(weights, target)
+    candidates = token_candidates(weights.W_E, normalise, centre)
+    fractions = []
+    for layer in tqdm(range(matrix.shape[0]), desc="bundles per layer", unit="layer"):
+        bundles = greedy_bundles(candidates, matrix[layer].T, max_tokens=max_tokens, allow_repeats=allow_repeats)
+        fractions.append(float(np.mean(bundles.final >= cutoff)))
+    later = fractions[1:] or fractions
+    return Measurement(
+        statistics={
+            "decline": fractions[0] - float(np.median(later)),
+            **{f"fraction_layer_{layer}": f for layer, f in enumerate(fractions)},
+        },
+        details={"layers": [{"layer": layer, f"fraction_at_{cutoff:g}": f} for layer, f in enumerate(fractions)]},
     )
