@@ -6,7 +6,9 @@ fraction_at_least(0.5) > 0.80). The bundle size, candidate set and stopping rule
 given; ours (at most 10 unit-length raw token embeddings, no repeats, stop when no token raises
 the cosine) are parameters, shown in the report. In a few hundred dimensions with ~50k
 candidates, a 10-token bundle reaches a sizeable cosine for any direction, so its null (Gaussian
-targets against the same embeddings) decides whether a pass is TRIVIAL.
+targets against the same embeddings) decides whether a pass is TRIVIAL. The gate-vector, depth
+(VSA-5) and read-out (VSA-6) variants have no number in the paper: their thresholds are `suite`
+and justified in each claim's rationale.
 
 Near-orthogonality claims (VSA-1, VSA-2, VSA-3 in ../shared/papers/CLAIMS_CATALOGUE.md). The
 paper gives no number for them ("strong diagonals with minimal artifacts" is a visual reading
@@ -135,6 +137,21 @@ CLAIMS = [
         "gate",
         "The same holds for the gate vectors of a gated (SwiGLU) first MLP layer, read as separate targets.",
         frozenset({"gated_mlp"}),
+    ),
+    Claim(
+        id=f"{PAPER}.wout_unembed_bundles",
+        paper=PAPER,
+        section="VSA-6 (MLP outputs and the unembedding)",
+        statement="Output vectors of last-layer MLP neurons are bundles of a few unembedding vectors: "
+        "neurons promote sets of tokens.",
+        measure=bundling.layer_bundle_cosines,
+        params={"layer": -1, "max_tokens": 10, "target": "out", "normalise": True, "centre": False,
+                "allow_repeats": False},
+        threshold=Threshold(statistic="fraction_at_least", at=0.5, op=">", value=0.5, origin="suite",
+                            sweep=(0.3, 0.9, 0.05)),
+        null="random_targets",
+        rationale="Fraction of last-layer neurons whose W_out row reaches cosine >= 0.5 with a greedy bundle of "
+        "at most 10 unit unembedding columns; the paper gives no number, so 'most' (> 0.5) is our reading.",
     ),
     Claim(
         id=f"{PAPER}.bundles_by_depth",

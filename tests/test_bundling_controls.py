@@ -13,7 +13,7 @@ from mechclaims.registry import NULLS, Verdict, decide
 
 CLAIMS = {c.id: c for c in vsa.CLAIMS}
 CLAIM = CLAIMS["knittel2024.mlp0_token_bundles"]
-CONTROLLED = ["knittel2024.mlp0_token_bundles", "knittel2024.bundles_by_depth"]
+CONTROLLED = ["knittel2024.mlp0_token_bundles", "knittel2024.bundles_by_depth", "knittel2024.wout_unembed_bundles"]
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def test_greedy_search_recovers_the_planted_tokens(planted: Model) -> None:
 
 @pytest.mark.parametrize("claim_id", CONTROLLED)
 def test_claim_passes_on_the_planted_model_and_not_trivially(planted: Model, claim_id: str) -> None:
-    """Layer-0 neurons are planted bundles (layer 1 is random): both claims PASS, their nulls do not."""
+    """Planted layer-0 reads and last-layer writes (layer-1 reads random): the claims PASS, their nulls do not."""
     assert _verdict(claim_id, planted) is Verdict.PASS
 
 

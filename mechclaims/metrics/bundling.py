@@ -158,12 +158,18 @@ def token_candidates(embeddings: np.ndarray, normalise: bool, centre: bool) -> n
     return e
 
 
-def _bundle_targets(weights: Any, target: str) -> np.ndarray:
-    """W_in [L, d, d_mlp] for "in" (the up projection of a gated MLP), W_gate for "gate"."""
+def bundle_problem(weights: Any, target: str, normalise: bool, centre: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(candidates [V, d], targets [L, n, d]) for a bundle target.
+
+    "in": W_in columns (the up projection of a gated MLP) against W_E rows; "gate": W_gate columns
+    against W_E rows; "out" (VSA-6, the read-out side): W_out rows against unembedding columns.
+    """
+    if target == "out":
+        return token_candidates(weights.W_U.T, normalise, centre), weights.W_out
     matrix = {"in": weights.W_in, "gate": weights.W_gate}.get(target)
     if matrix is None:
-        raise MechclaimsError(f"bundle target {target!r} does not exist for this model: use 'in' (or 'gate' when gated)")
-    return matrix
+        raise MechclaimsError(f"bundle target {target!r} does not exist for this model: use in, out (or gate when gated)")
+    return token_candidates(weights.W_E, normalise, centre), matrix.transpose(0, 2, 1)
 
 
 def layer_bundle_cosines(
@@ -176,17 +182,16 @@ def layer_bundle_cosines(
     allow_repeats: bool = False,
     cutoff: float = 0.5,
 ) -> Measurement:
-    """VSA-4: greedy token-embedding bundles for every neuron's input vector in one MLP layer.
+    """VSA-4 (and VSA-6 with target="out"): greedy token bundles for every neuron of one MLP layer.
 
-    Targets are the columns of W_in[layer] ("in"; for gated MLPs the up projection) or of
-    W_gate[layer] ("gate"), raw (no LayerNorm gain). The distribution is each neuron's final
+    Targets and candidates as in `bundle_problem`, raw (no LayerNorm gain); `layer` may be
+    negative (-1: the last layer). The distribution is each neuron's final
     cosine; `fraction_at_{cutoff}_within_{k}` is the fraction of neurons whose bundle of at most k
     tokens reaches `cutoff`, for k = 1..max_tokens (read real beside null in the report).
     """
-    weights = source.weights("raw")
-    matrix = _bundle_targets(weights, target)
-    candidates = token_candidates(weights.W_E, normalise, centre)
-    bundles = greedy_bundles(candidates, matrix[layer].T, max_tokens=max_tokens, allow_repeats=allow_repeats)
+    candidates, targets = bundle_problem(source.weights("raw"), target, normalise, centre)
+    layer = range(len(targets))[layer]
+    bundles = greedy_bundles(candidates, targets[layer], max_tokens=max_tokens, allow_repeats=allow_repeats)
     by_size = bundles.fraction_at_least_by_size(cutoff)
     order = np.argsort(-bundles.final, kind="stable")
     ids = sorted({int(t) for t in bundles.tokens.ravel() if t >= 0})
@@ -228,12 +233,10 @@ def depth_bundle_fractions(
     `fraction_layer_{l}` is the fraction of layer l's neurons whose bundle reaches `cutoff`;
     `decline` = fraction at layer 0 minus the median fraction over the later layers.
     """
-    weights = source.weights("raw")
-    matrix = _bundle_targets(weights, target)
-    candidates = token_candidates(weights.W_E, normalise, centre)
+    candidates, targets = bundle_problem(source.weights("raw"), target, normalise, centre)
     fractions = []
-    for layer in tqdm(range(matrix.shape[0]), desc="bundles per layer", unit="layer"):
-        bundles = greedy_bundles(candidates, matrix[layer].T, max_tokens=max_tokens, allow_repeats=allow_repeats)
+    for layer in tqdm(range(len(targets)), desc="bundles per layer", unit="layer"):
+        bundles = greedy_bundles(candidates, targets[layer], max_tokens=max_tokens, allow_repeats=allow_repeats)
         fractions.append(float(np.mean(bundles.final >= cutoff)))
     later = fractions[1:] or fractions
     return Measurement(

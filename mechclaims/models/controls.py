@@ -62,13 +62,28 @@ def word_tokenizer(vocab_size: int, specials: tuple[str, ...] = ("<|endoftext|>"
     )
 
 
+def _planted_vectors(unit: np.ndarray, n: int, rng: np.random.Generator, random_directions: bool) -> tuple[np.ndarray, np.ndarray]:
+    """n vectors, each the sum of PLANTED_K rows of `unit` plus noise at PLANTED_SNR (or random directions
+    of the same norms); returns (vectors [n, d], planted row ids [n, K])."""
+    planted = np.stack([rng.choice(len(unit), PLANTED_K, replace=False) for _ in range(n)])
+    signal = unit[planted].sum(axis=1)
+    noise = rng.standard_normal(signal.shape)
+    noise *= np.linalg.norm(signal, axis=1, keepdims=True) / (PLANTED_SNR * np.linalg.norm(noise, axis=1, keepdims=True))
+    vectors = signal + noise
+    if random_directions:
+        directions = rng.standard_normal(vectors.shape)
+        vectors = directions * np.linalg.norm(vectors, axis=1, keepdims=True) / np.linalg.norm(directions, axis=1, keepdims=True)
+    return vectors, planted
+
+
 def planted_bundles(random_neurons: bool, seed: int = 0, vocab: int = 2048, d_model: int = 512) -> tuple[Any, np.ndarray]:
     """The positive control (and, with `random_neurons`, its negative twin): a GPT-2-architecture model
-    whose layer-0 MLP input vectors are sums of PLANTED_K unit token embeddings plus Gaussian noise
-    with ||signal|| / ||noise|| = PLANTED_SNR. Returns (hf_model, planted token ids [d_mlp, K]).
+    whose layer-0 MLP input vectors, and whose last layer's MLP output vectors, are sums of PLANTED_K
+    unit token embeddings (tied with the unembedding) plus Gaussian noise with ||signal|| / ||noise||
+    = PLANTED_SNR. Returns (hf_model, layer-0 planted token ids [d_mlp, K]).
 
-    The twin keeps every weight but replaces each neuron's vector by a random direction of the same
-    norm. d_model 512 with 2048 tokens keeps a 10-token bundle of a random direction below cosine 0.5.
+    The twin replaces those vectors by random directions of the same norms. d_model 512 with 2048
+    tokens keeps a 10-token bundle of a random direction below cosine 0.5.
     """
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -79,15 +94,9 @@ def planted_bundles(random_neurons: bool, seed: int = 0, vocab: int = 2048, d_mo
     rng = np.random.default_rng(seed)
     embeddings = model.transformer.wte.weight.detach().double().numpy()
     unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
-    n_neurons = config.n_inner
-    planted = np.stack([rng.choice(vocab, PLANTED_K, replace=False) for _ in range(n_neurons)])
-    signal = unit[planted].sum(axis=1)
-    noise = rng.standard_normal(signal.shape)
-    noise *= np.linalg.norm(signal, axis=1, keepdims=True) / (PLANTED_SNR * np.linalg.norm(noise, axis=1, keepdims=True))
-    vectors = signal + noise
-    if random_neurons:
-        directions = rng.standard_normal(vectors.shape)
-        vectors = directions * np.linalg.norm(vectors, axis=1, keepdims=True) / np.linalg.norm(directions, axis=1, keepdims=True)
+    reads, planted = _planted_vectors(unit, config.n_inner, rng, random_neurons)
+    writes, _ = _planted_vectors(unit, config.n_inner, rng, random_neurons)
     with torch.no_grad():
-        model.transformer.h[0].mlp.c_fc.weight.copy_(torch.from_numpy(vectors.T).float())
+        model.transformer.h[0].mlp.c_fc.weight.copy_(torch.from_numpy(reads.T).float())
+        model.transformer.h[-1].mlp.c_proj.weight.copy_(torch.from_numpy(writes).float())
     return model, planted
