@@ -57,35 +57,24 @@ def greedy_bundles(
 
     Cosines within TIE of each other tie, and a tie goes to the lowest token id; a step must raise
     the cosine by more than TIE. Float32 scores rank the vocabulary, and the near-best tokens are
-    re-scored in float64, so the bundles are those of the exact definition. Targets are processed in chunks of `chunk` to bound memory
-    at about 4 (V x chunk) float32 matrices.
+    re-scored in float64, so the bundles, and the cosines reported for them, are those of the exact
+    definition. Targets are processed in chunks of `chunk` to bound memory at about 4 (V x chunk)
+    float32 matrices.
     """
     if max_tokens < 1:
         raise ValueError("max_tokens must be at least 1")
     e = torch.as_tensor(np.ascontiguousarray(candidates, dtype=np.float32))
     w_all = torch.as_tensor(np.ascontiguousarray(targets, dtype=np.float32))
-    e_sq = (e.double() ** 2).sum(1).float()
+    e64 = e.double()
+    e_sq = (e64**2).sum(1).float()
     n = w_all.shape[0]
     tokens = np.full((n, max_tokens), -1, dtype=np.int64)
+    cosines = np.full((n, max_tokens), np.nan)
     for start in range(0, n, chunk):
         stop = min(start + chunk, n)
-        tokens[start:stop] = _bundle_chunk(e, e_sq, w_all[start:stop], max_tokens, allow_repeats)
-    cosines = bundle_cosines(candidates, targets, tokens)
+        tokens[start:stop], cosines[start:stop] = _bundle_chunk(e, e64, e_sq, w_all[start:stop], max_tokens, allow_repeats)
     final = np.max(np.where(np.isnan(cosines), -np.inf, cosines), axis=1)
     return Bundles(tokens=tokens, cosines=cosines, final=final)
-
-
-def bundle_cosines(candidates: np.ndarray, targets: np.ndarray, tokens: np.ndarray) -> np.ndarray:
-    """cos(e_t1 + ... + e_tk, w) recomputed exactly in float64 for every prefix of every bundle."""
-    e = np.asarray(candidates, dtype=np.float64)
-    w = np.asarray(targets, dtype=np.float64)
-    picked = np.where(tokens[..., None] >= 0, e[np.maximum(tokens, 0)], 0.0)
-    bundles = np.cumsum(picked, axis=1)
-    dots = np.einsum("nkd,nd->nk", bundles, w)
-    norms = np.linalg.norm(bundles, axis=2) * np.linalg.norm(w, axis=1)[:, None]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cosines = dots / norms
-    return np.where(tokens >= 0, cosines, np.nan)
 
 
 def _exact_choice(
@@ -107,11 +96,11 @@ def _exact_choice(
 
 
 def _bundle_chunk(
-    e: torch.Tensor, e_sq: torch.Tensor, w: torch.Tensor, max_tokens: int, allow_repeats: bool
-) -> np.ndarray:
-    """Greedy bundles for one chunk of targets; matrices are (targets x vocabulary), row-major."""
+    e: torch.Tensor, e64: torch.Tensor, e_sq: torch.Tensor, w: torch.Tensor, max_tokens: int, allow_repeats: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """(tokens, exact float64 cosines) for one chunk of targets; matrices are (targets x vocabulary)."""
     n = w.shape[0]
-    e64, w64 = e.double(), w.double()
+    w64 = w.double()
     w_norm = w.norm(dim=1)
     ew = w @ e.T
     eb = torch.zeros_like(ew)
@@ -122,6 +111,7 @@ def _bundle_chunk(
     active = torch.ones(n, dtype=torch.bool)
     used = torch.zeros_like(ew, dtype=torch.bool)
     tokens = torch.full((n, max_tokens), -1, dtype=torch.int64)
+    cosines = torch.full((n, max_tokens), torch.nan, dtype=torch.float64)
     for step in range(max_tokens):
         score = torch.add(bb, e_sq, alpha=1.0).add_(eb, alpha=2.0).clamp_(min=1e-30).rsqrt_().mul_(ew.add(bw))
         if not allow_repeats:
@@ -139,12 +129,13 @@ def _bundle_chunk(
         active[idx] = True
         tokens[idx, step] = chosen
         current[idx] = cosine[idx]
+        cosines[idx, step] = cosine[idx]
         bw[idx, 0] += ew[idx, chosen]
         bb[idx, 0] += 2 * eb[idx, chosen] + e_sq[chosen]
         eb.index_add_(0, idx, e[chosen] @ e.T)
         b64[idx] += e64[chosen]
         used[idx, chosen] = True
-    return tokens.numpy()
+    return tokens.numpy(), cosines.numpy()
 
 
 def token_candidates(embeddings: np.ndarray, normalise: bool, centre: bool) -> np.ndarray:
