@@ -34,6 +34,10 @@ from mechclaims.registry import Claim, Threshold
 
 PAPER = "knittel2024"
 NEAR_ORTHOGONAL = Threshold(statistic="mean_abs_ratio", op="<=", value=2.0, origin="suite", sweep=(1.0, 5.0, 0.25))
+BUNDLE_PARAMS = {"max_tokens": 10, "candidates": "raw", "normalise": True, "mean_position": False,
+                 "target_scale": "raw", "allow_repeats": False}
+"""The paper leaves these open; ours: at most 10 unit-length raw W_E rows (W_U columns for the read-out
+side), no positional embedding, targets without their norm's gain, no repeated tokens."""
 UNITS_NEAR_ORTHOGONAL = Threshold(
     statistic="fraction_at_most", at=2.0, op=">=", value=0.9, origin="suite", sweep=(1.0, 5.0, 0.25)
 )
@@ -76,8 +80,7 @@ def _bundle_claim(target: str, statement: str, needs: frozenset[str]) -> Claim:
         section="3.2 (VSA-4)",
         statement=statement,
         measure=bundling.layer_bundle_cosines,
-        params={"layer": 0, "max_tokens": 10, "target": target, "normalise": True, "centre": False,
-                "allow_repeats": False},
+        params={"layer": 0, "target": target, **BUNDLE_PARAMS},
         threshold=Threshold(statistic="fraction_at_least", at=0.5, op=">", value=0.80, origin="paper",
                             sweep=(0.3, 0.9, 0.05)),
         needs=needs,
@@ -145,8 +148,7 @@ CLAIMS = [
         statement="Output vectors of last-layer MLP neurons are bundles of a few unembedding vectors: "
         "neurons promote sets of tokens.",
         measure=bundling.layer_bundle_cosines,
-        params={"layer": -1, "max_tokens": 10, "target": "out", "normalise": True, "centre": False,
-                "allow_repeats": False},
+        params={"layer": -1, "target": "out", **BUNDLE_PARAMS},
         threshold=Threshold(statistic="fraction_at_least", at=0.5, op=">", value=0.5, origin="suite",
                             sweep=(0.3, 0.9, 0.05)),
         null="random_targets",
@@ -159,7 +161,7 @@ CLAIMS = [
         section="VSA-5 (later MLP layers)",
         statement="Fewer neurons are explained by token bundles in later MLP layers than in the first.",
         measure=bundling.depth_bundle_fractions,
-        params={"max_tokens": 10, "target": "in", "normalise": True, "centre": False, "allow_repeats": False},
+        params={"target": "in", **BUNDLE_PARAMS},
         threshold=Threshold(statistic="decline", op=">", value=0.05, origin="suite", sweep=(0.0, 0.5, 0.05)),
         null="random_targets",
         rationale="Fraction of layer-0 neurons reaching cosine 0.5 minus the median of that fraction over later "

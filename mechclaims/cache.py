@@ -75,6 +75,7 @@ class MeasurementCache:
             distribution=distribution,
             distribution_label=header["distribution_label"],
             details=header["details"],
+            curves=header["curves"],
         )
 
     def put(self, key: str, measurement: Measurement) -> None:
@@ -85,6 +86,7 @@ class MeasurementCache:
                 "statistics": measurement.statistics,
                 "distribution_label": measurement.distribution_label,
                 "details": measurement.details,
+                "curves": measurement.curves,
             },
             default=float,
         )

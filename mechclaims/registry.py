@@ -48,12 +48,14 @@ class WeightSource(Protocol):
 
 @dataclass
 class Measurement:
-    """A claim's raw material: named statistics, the per-unit distribution, and details to show."""
+    """A claim's raw material: named statistics, the per-unit distribution, details to show, and
+    curves to draw real beside null (name -> {x, y, x_label, y_label})."""
 
     statistics: dict[str, float]
     distribution: np.ndarray | None = None
     distribution_label: str = ""
     details: dict[str, Any] = field(default_factory=dict)
+    curves: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ Schema "mechclaims.results/1":
             origin}, trivial_if_null_passes, null}}
   results: [{model, claim, verdict, reason, statistic, null_statistic, threshold{..., overridden},
             params, seconds, cache_hit, measurement{statistics, distribution, distribution_label,
-            details}, null{...} | null, sweep{axis, points[{x, statistic, null_statistic, verdict}]} | null}]
+            details, curves{name: {x, y, x_label, y_label}}}, null{...} | null, sweep{axis, points[{x, statistic, null_statistic, verdict}]} | null}]
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from mechclaims.errors import MechclaimsError
 from mechclaims.registry import Claim, Measurement, Threshold
 
 SCHEMA = "mechclaims.results/1"
-VERSIONED_PACKAGES = ("mechclaims", "torch", "transformers", "transformer-lens", "numpy", "faiss-cpu", "pytest")
+VERSIONED_PACKAGES = ("mechclaims", "torch", "transformers", "transformer-lens", "numpy", "pytest")
 
 
 def measurement_json(measurement: Measurement | None) -> dict[str, Any] | None:
@@ -43,6 +43,7 @@ def measurement_json(measurement: Measurement | None) -> dict[str, Any] | None:
         "distribution": None if distribution is None else np.round(np.asarray(distribution, dtype=float), 6).tolist(),
         "distribution_label": measurement.distribution_label,
         "details": measurement.details,
+        "curves": measurement.curves,
     }
 
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from claims import test_knittel2024_vsa as vsa
+from mechclaims.errors import MechclaimsError
+from mechclaims.metrics import bundling
 from mechclaims.metrics.bundling import greedy_bundles, token_candidates
 from mechclaims.models import GaussianNull, Model, load_model
 from mechclaims.models.controls import PLANTED_K, planted_bundles
@@ -26,6 +30,11 @@ def random_twin() -> Model:
     return load_model("planted:random-neurons")
 
 
+@pytest.fixture(scope="module")
+def redrawn_planted() -> Model:
+    return load_model("random:planted:bundles")
+
+
 def _verdict(claim_id: str, model: Model) -> Verdict:
     claim = CLAIMS[claim_id]
     real = claim.measure(model, **claim.params)
@@ -37,7 +46,7 @@ def test_greedy_search_recovers_the_planted_tokens(planted: Model) -> None:
     """At SNR 10, at least 95% of the planted tokens are among each bundle's first K tokens."""
     _, planted_ids = planted_bundles(random_neurons=False)
     weights = planted.weights("raw")
-    bundles = greedy_bundles(token_candidates(weights.W_E, normalise=True, centre=False), weights.W_in[0].T)
+    bundles = greedy_bundles(token_candidates(weights.W_E), weights.W_in[0].T)
     found = [len(set(planted_ids[i]) & set(bundles.tokens[i, :PLANTED_K])) for i in range(len(planted_ids))]
     assert np.sum(found) / planted_ids.size >= 0.95
 
@@ -51,6 +60,34 @@ def test_claim_passes_on_the_planted_model_and_not_trivially(planted: Model, cla
 @pytest.mark.parametrize("claim_id", CONTROLLED)
 def test_claim_fails_on_the_random_neuron_twin(random_twin: Model, claim_id: str) -> None:
     assert _verdict(claim_id, random_twin) is Verdict.FAIL
+
+
+def test_headline_claim_fails_on_the_redrawn_model_of_the_same_architecture(redrawn_planted: Model) -> None:
+    """The second null: `random:` re-draws every matrix of the planted model, and the claim FAILs."""
+    assert _verdict("knittel2024.mlp0_token_bundles", redrawn_planted) is Verdict.FAIL
+
+
+@pytest.mark.parametrize("params", [
+    {"candidates": "centred"}, {"candidates": "ln"}, {"normalise": False}, {"mean_position": True},
+    {"target_scale": "norm_gain"}, {"allow_repeats": True},
+])
+def test_every_open_choice_is_a_parameter_and_the_planted_model_passes_under_it(planted: Model, params: dict) -> None:
+    """Each choice the paper leaves open changes the measurement, not the planted verdict."""
+    claim = replace(CLAIM, params={**CLAIM.params, **params})
+    real = claim.measure(planted, **claim.params)
+    null = claim.measure(GaussianNull(planted, 0, NULLS[claim.null]), **claim.params)
+    assert decide(claim, real, null, claim.threshold)[0] is Verdict.PASS
+
+
+@pytest.mark.parametrize(("params", "message"), [
+    ({"candidates": "whitened"}, "unknown bundle candidates 'whitened'"),
+    ({"target_scale": "gain"}, "unknown bundle target_scale 'gain'"),
+    ({"target": "out", "mean_position": True}, "drop it for target out"),
+    ({"target": "gate"}, "bundle target 'gate' does not exist"),
+])
+def test_bad_bundle_parameters_are_one_line_errors(planted: Model, params: dict, message: str) -> None:
+    with pytest.raises(MechclaimsError, match=message):
+        bundling.layer_bundle_cosines(planted, **{**CLAIM.params, **params})
 
 
 def test_paper_threshold_is_the_quoted_number() -> None:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from unittest.mock import patch
+
 import numpy as np
 import pytest
+import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from mechclaims.metrics import bundling
 from mechclaims.metrics.bundling import TIE, greedy_bundles
 
 
@@ -58,6 +62,31 @@ def test_greedy_bundles_equal_brute_force(
         assert got == expected
         e, w = candidates[expected].sum(0), target
         assert bundles.final[i] == pytest.approx(e @ w / np.linalg.norm(e) / np.linalg.norm(w), abs=1e-6)
+
+
+def _empty_shortlist(near: torch.Tensor, *_: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """An `_exact_choice` that confirms nothing: no token, cosine -inf, for every target."""
+    n = near.shape[1]
+    return torch.zeros(n, dtype=torch.int64), torch.full((n,), -torch.inf, dtype=torch.float64)
+
+
+@settings(max_examples=40, deadline=None)
+@given(dictionaries(), st.integers(1, 5), st.booleans())
+def test_whole_vocabulary_fallback_equals_brute_force(
+    dictionary: tuple[np.ndarray, np.ndarray], max_tokens: int, allow_repeats: bool
+) -> None:
+    """When the float32 shortlist is not confirmed in float64, the fallback re-scores every token; forcing it
+    at every step (an empty shortlist) still gives the definition's bundles and per-step cosines."""
+    candidates, targets = dictionary
+    with patch.object(bundling, "_exact_choice", _empty_shortlist):
+        bundles = greedy_bundles(candidates, targets, max_tokens=max_tokens, allow_repeats=allow_repeats)
+    for i, target in enumerate(targets):
+        expected = brute_force_bundle(candidates, target, max_tokens, allow_repeats)
+        assert [int(t) for t in bundles.tokens[i] if t >= 0] == expected
+        for k in range(len(expected)):
+            e = candidates[expected[: k + 1]].sum(0)
+            assert bundles.cosines[i, k] == pytest.approx(e @ target / np.linalg.norm(e) / np.linalg.norm(target),
+                                                          abs=1e-9)
 
 
 def test_planted_bundles_are_recovered() -> None:

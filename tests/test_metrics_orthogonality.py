@@ -16,6 +16,7 @@ from mechclaims.metrics.orthogonality import (
     gaussian_abs_cosine_mean,
     mean_offdiag_cosine,
     offdiag_cosine_stats,
+    unit_rows,
 )
 
 BIN = 1.0 / HISTOGRAM_BINS
@@ -130,13 +131,16 @@ def test_gaussian_abs_cosine_mean_approaches_normal_limit() -> None:
 
 
 def test_embedding_variants() -> None:
-    """centred: zero column mean; ln: zero row mean for LayerNorm, untouched for RMSNorm."""
+    """centred: zero column mean; ln: zero row mean and unit row std for LayerNorm, unit row rms for RMSNorm."""
     embeddings = np.random.default_rng(0).standard_normal((50, 8)) + 3.0
     centred, _ = embedding_variant(embeddings, "centred", "layernorm")
     np.testing.assert_allclose(centred.mean(axis=0), 0.0, atol=1e-12)
     ln, _ = embedding_variant(embeddings, "ln", "layernorm")
     np.testing.assert_allclose(ln.mean(axis=1), 0.0, atol=1e-12)
+    np.testing.assert_allclose(ln.std(axis=1), 1.0)
     rms, note = embedding_variant(embeddings, "ln", "rmsnorm")
-    assert rms is embeddings and "RMSNorm" in note
+    np.testing.assert_allclose(np.sqrt(np.mean(rms**2, axis=1)), 1.0)
+    np.testing.assert_allclose(unit_rows(rms).numpy(), unit_rows(embeddings).numpy(), atol=1e-6)
+    assert "RMSNorm" in note
     with pytest.raises(ValueError, match="unknown embedding variant"):
         embedding_variant(embeddings, "whitened", "layernorm")

@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from mechclaims.errors import MechclaimsError
 from mechclaims.models import Capabilities, Model, Weights, check_spec, load_model, loading, resolve_auto
+from mechclaims.models.model import NORM_GAINS
 
 T = TypeVar("T")
 SCRIPT_TOKEN = "<script>alert(1)</script>"
@@ -35,12 +36,13 @@ TINY_CAPABILITIES = Capabilities(
 TINY_SHAPES = {
     "W_E": (300, 64), "W_pos": (32, 64), "W_Q": (2, 4, 64, 16), "W_K": (2, 4, 64, 16), "W_V": (2, 4, 64, 16),
     "W_O": (2, 4, 16, 64), "W_in": (2, 64, 256), "W_gate": None, "W_out": (2, 256, 64), "W_U": (64, 300),
+    "mlp_in_gain": (2, 64), "unembed_gain": (64,),
 }
 
 MINILM_SHAPES = {
     "W_E": (30522, 384), "W_pos": (512, 384), "W_Q": (6, 12, 384, 32), "W_K": (6, 12, 384, 32),
     "W_V": (6, 12, 384, 32), "W_O": (6, 12, 32, 384), "W_in": (6, 384, 1536), "W_gate": None,
-    "W_out": (6, 1536, 384), "W_U": (384, 30522),
+    "W_out": (6, 1536, 384), "W_U": (384, 30522), "mlp_in_gain": (6, 384), "unembed_gain": (384,),
 }
 
 
@@ -57,8 +59,8 @@ def _shapes(weights: Weights) -> dict[str, tuple[int, ...] | None]:
 
 
 def _matrices(weights: Weights) -> dict[str, np.ndarray]:
-    """The weights the architecture has, by name."""
-    return {name: value for name, value in vars(weights).items() if value is not None}
+    """The weight matrices the architecture has, by name (norm gains are not matrices)."""
+    return {name: value for name, value in vars(weights).items() if value is not None and name not in NORM_GAINS}
 
 
 def _saved(folder: Path) -> dict[str, torch.Tensor]:
@@ -86,6 +88,8 @@ def _gpt2_weights(tensors: dict[str, torch.Tensor], n_layers: int, n_heads: int)
         "W_in": layers("mlp.c_fc.weight"),
         "W_out": layers("mlp.c_proj.weight"),
         "W_U": wte.T,
+        "mlp_in_gain": layers("ln_2.weight"),
+        "unembed_gain": tensors["transformer.ln_f.weight"].numpy(),
     }
 
 
@@ -215,6 +219,7 @@ def test_raw_weights_are_the_saved_checkpoint(tiny_gpt2_model: Model, tiny_gpt2_
     assert all(value.dtype == np.float32 for value in _matrices(weights).values())
     saved = _saved(tiny_gpt2_dir)
     assert np.array_equal(weights.W_E, saved["transformer.wte.weight"].numpy())
+    assert all(getattr(weights, name).dtype == np.float32 for name in NORM_GAINS)
     for name, expected in _gpt2_weights(saved, n_layers=2, n_heads=4).items():
         assert np.array_equal(getattr(weights, name), expected), name
 
@@ -260,6 +265,8 @@ def test_random_null_redraws_matrices_with_their_statistics(tiny_gpt2_model: Mod
         assert not np.array_equal(redrawn[name], matrix), name
         assert abs(float(redrawn[name].mean()) - float(matrix.mean())) <= 0.1 * std, name
         assert float(redrawn[name].std()) == pytest.approx(std, rel=0.1), name
+    for name in NORM_GAINS:
+        assert np.array_equal(getattr(tiny_random.weights("raw"), name), getattr(tiny_gpt2_model.weights("raw"), name))
     assert _parameter_bytes(tiny_random, 2).isdisjoint(_parameter_bytes(tiny_gpt2_model, 2))
     assert _parameter_bytes(tiny_random, 1) == _parameter_bytes(tiny_gpt2_model, 1)
 
@@ -471,7 +478,7 @@ def test_smollm2_is_a_grouped_rotary_rmsnorm_decoder(smollm2: Model) -> None:
     assert _shapes(smollm2.weights("raw")) == {
         "W_E": (49152, 576), "W_pos": None, "W_Q": (30, 9, 576, 64), "W_K": (30, 3, 576, 64),
         "W_V": (30, 3, 576, 64), "W_O": (30, 9, 64, 576), "W_in": (30, 576, 1536), "W_gate": (30, 576, 1536),
-        "W_out": (30, 1536, 576), "W_U": (576, 49152),
+        "W_out": (30, 1536, 576), "W_U": (576, 49152), "mlp_in_gain": (30, 576), "unembed_gain": (576,),
     }
     assert SHA256.fullmatch(smollm2.fingerprint)
 

@@ -52,7 +52,8 @@ def gaussian_weights(seed: int = 0) -> Weights:
     return Weights(
         W_E=draw(VOCAB, D), W_pos=draw(32, D), W_Q=draw(LAYERS, HEADS, D, D_HEAD), W_K=draw(LAYERS, HEADS, D, D_HEAD),
         W_V=draw(LAYERS, HEADS, D, D_HEAD), W_O=draw(LAYERS, HEADS, D_HEAD, D), W_in=draw(LAYERS, D, D_MLP),
-        W_gate=None, W_out=draw(LAYERS, D_MLP, D), W_U=draw(D, VOCAB),
+        W_gate=None, W_out=draw(LAYERS, D_MLP, D), W_U=draw(D, VOCAB), mlp_in_gain=np.ones((LAYERS, D), np.float32),
+        unembed_gain=np.ones(D, np.float32),
     )
 
 

@@ -27,12 +27,15 @@ def _result(model: str, claim: str, verdict: str, **extra: Any) -> dict[str, Any
 
 
 def synthetic_results() -> dict[str, Any]:
-    """Two claims on two models: a PASS with a sweep and a hostile token, a FAIL, an N/A, a TRIVIAL."""
+    """Two claims on two models: a PASS with a sweep and a hostile token, a FAIL, an N/A, a TRIVIAL; every
+    measured row has a distribution and a curve."""
     measurement = {
         "statistics": {"mean_abs": 0.05, "mean_abs_ratio": 1.5},
         "distribution": [0.1, 0.2, 0.3, 0.25],
         "distribution_label": "largest |cos| per token",
         "details": {"most_similar_pairs": [{"a": SCRIPT_TOKEN, "b": "<b>bold</b>", "a_id": 1, "b_id": 2, "cos": 0.9}]},
+        "curves": {"by_bundle_size": {"x": [1, 2, 3], "y": [0.1, 0.4, 0.6], "x_label": "bundle size",
+                                      "y_label": "fraction at cosine >= 0.5"}},
     }
     null = {**measurement, "statistics": {"mean_abs": 0.04, "mean_abs_ratio": 1.0}, "details": {}}
     sweep = {"axis": "value", "points": [
@@ -117,7 +120,8 @@ def test_sections_show_statistic_null_ratio_threshold_origin_and_reasons() -> No
     assert "mean_abs_ratio &lt;= 2" in html and 'class="origin origin-suite"' in html
     assert "the model uses RMSNorm, which does not centre vectors" in html
     assert "--model auto resolved to <strong>smollm2-135m</strong>" in html
-    assert html.count("data:image/png;base64,") == 2 + 1 + 1
+    assert html.count("data:image/png;base64,") == 3 + 3 + 1
+    assert html.count('alt="fraction at cosine &gt;= 0.5 against bundle size, model vs null"') == 3
 
 
 def test_report_is_written_atomically_and_rerendered_from_saved_results(tmp_path: Path) -> None:

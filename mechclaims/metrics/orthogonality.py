@@ -116,8 +116,8 @@ def embedding_variant(embeddings: np.ndarray, variant: str, norm: str) -> tuple[
     """Token embeddings as a claim reads them, with a note on what the variant did.
 
     raw: W_E rows; centred: rows minus the mean embedding; ln: what the model's first norm does
-    before its gain (LayerNorm subtracts each row's component mean; RMSNorm only rescales, which
-    leaves cosines unchanged).
+    before its gain: LayerNorm maps x to (x - mean(x)) / std(x), RMSNorm to x / rms(x), which
+    leaves cosines unchanged.
     """
     if variant == "raw":
         return embeddings, "raw W_E rows"
@@ -125,9 +125,16 @@ def embedding_variant(embeddings: np.ndarray, variant: str, norm: str) -> tuple[
         return embeddings - embeddings.mean(axis=0, keepdims=True), "W_E rows minus the mean embedding"
     if variant == "ln":
         if norm == "rmsnorm":
-            return embeddings, "RMSNorm only rescales rows, so cosines equal the raw variant"
-        return embeddings - embeddings.mean(axis=1, keepdims=True), "LayerNorm-normalised rows (no gain)"
+            rms = np.sqrt(np.mean(np.square(embeddings), axis=1, keepdims=True))
+            return _divide_rows(embeddings, rms), "RMSNorm-normalised rows (no gain): cosines equal the raw variant's"
+        centred = embeddings - embeddings.mean(axis=1, keepdims=True)
+        return _divide_rows(centred, centred.std(axis=1, keepdims=True)), "LayerNorm-normalised rows (no gain)"
     raise ValueError(f"unknown embedding variant {variant!r}: use raw, centred or ln")
+
+
+def _divide_rows(rows: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """rows / scale, leaving rows whose scale is 0 at zero."""
+    return np.divide(rows, scale, out=np.zeros_like(rows), where=scale > 0)
 
 
 def _stats_with_null(stats: CosineStats) -> dict[str, float]:

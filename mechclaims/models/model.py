@@ -13,6 +13,7 @@ import torch
 from mechclaims.errors import MechclaimsError
 
 Processing = Literal["raw", "compat"]
+NORM_GAINS = frozenset({"mlp_in_gain", "unembed_gain"})
 ENCODER_MODEL_TYPES = frozenset(
     {"bert", "roberta", "distilbert", "albert", "electra", "mpnet", "deberta", "deberta-v2", "xlm-roberta"}
 )
@@ -51,6 +52,9 @@ class Weights:
     W_E [vocab, d]; W_pos [n_ctx, d] or None; W_Q [L, H, d, d_head]; W_K, W_V [L, H_kv, d, d_head]
     (grouped KV heads are not repeated); W_O [L, H, d_head, d]; W_in, W_gate [L, d, d_mlp]
     (W_gate None unless gated); W_out [L, d_mlp, d]; W_U [d, vocab].
+    Norm gains: mlp_in_gain [L, d], the gain of the norm whose output each MLP reads (ln2 in a
+    pre-norm decoder, the post-attention ln1 in a post-norm encoder); unembed_gain [d], the final
+    norm's gain before W_U (None without a final norm).
     """
 
     W_E: np.ndarray
@@ -63,13 +67,16 @@ class Weights:
     W_gate: np.ndarray | None
     W_out: np.ndarray
     W_U: np.ndarray
+    mlp_in_gain: np.ndarray
+    unembed_gain: np.ndarray | None
 
     def gaussian_like(self, seed: int, keep: frozenset[str] = frozenset()) -> Weights:
-        """The null: every matrix not named in `keep` replaced by i.i.d. N(0, 1) entries, seeded."""
+        """The null: every matrix not named in `keep` replaced by i.i.d. N(0, 1) entries, seeded; norm
+        gains are kept, so a gain-scaled null target is a Gaussian seen through the model's own gains."""
         rng = np.random.default_rng(seed)
 
         def draw(name: str, a: np.ndarray | None) -> np.ndarray | None:
-            if a is None or name in keep:
+            if a is None or name in keep or name in NORM_GAINS:
                 return a
             return rng.standard_normal(a.shape, dtype=np.float32)
 
@@ -93,7 +100,15 @@ def _weights_from_bridge(bridge: Any, caps: Capabilities) -> Weights:
             W_gate=_numpy(bridge.W_gate) if caps.gated_mlp else None,
             W_out=_numpy(bridge.W_out),
             W_U=_numpy(bridge.W_U),
+            mlp_in_gain=np.stack([_numpy(_mlp_input_norm(block, caps).w) for block in bridge.blocks]),
+            unembed_gain=_numpy(bridge.ln_final.w) if hasattr(bridge, "ln_final") else None,
         )
+
+
+def _mlp_input_norm(block: Any, caps: Capabilities) -> Any:
+    """The norm whose output the block's MLP reads: ln2 before the MLP (pre-norm decoders), or the
+    post-attention ln1 (post-norm encoders such as BERT)."""
+    return block.ln1 if caps.kind == "encoder" else block.ln2
 
 
 def capabilities_of(bridge: Any) -> Capabilities:

@@ -40,23 +40,24 @@ def _ratio(real: Any, null: Any) -> float | None:
     return float(real) / float(null)
 
 
-def _figures(result: dict[str, Any]) -> dict[str, str]:
-    """Histogram of the distribution (real vs null) and the sweep curve, where the result has them."""
-    out: dict[str, str] = {}
-    measurement, null = result.get("measurement"), result.get("null")
+def _figures(result: dict[str, Any]) -> list[dict[str, str]]:
+    """Histogram of the distribution (real vs null), the measurement's curves (real vs null) and the
+    sweep curve, where the result has them: [{alt, uri}]."""
+    out: list[dict[str, str]] = []
+    measurement, null = result.get("measurement") or {}, result.get("null") or {}
     threshold = result["threshold"]
-    if measurement and measurement.get("distribution"):
-        out["histogram"] = figures.distribution_histogram(
-            measurement["distribution"],
-            null.get("distribution") if null else None,
-            measurement["distribution_label"],
-            threshold.get("at"),
-        )
+    if measurement.get("distribution"):
+        label = measurement["distribution_label"]
+        out.append({"alt": f"distribution of {label}, model vs null", "uri": figures.distribution_histogram(
+            measurement["distribution"], null.get("distribution"), label, threshold.get("at"))})
+    for name, curve in measurement.get("curves", {}).items():
+        out.append({"alt": f"{curve['y_label']} against {curve['x_label']}, model vs null",
+                    "uri": figures.measurement_curve(curve, null.get("curves", {}).get(name))})
     sweep = result.get("sweep")
     if sweep:
         x = threshold["at"] if sweep["axis"] == "at" else threshold["value"]
         axis = f"{threshold['statistic']} cut-off" if sweep["axis"] == "at" else "threshold value"
-        out["sweep"] = figures.sweep_curve(sweep["points"], x, axis)
+        out.append({"alt": "sweep of the threshold", "uri": figures.sweep_curve(sweep["points"], x, axis)})
     return out
 
 

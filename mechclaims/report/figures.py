@@ -53,3 +53,15 @@ def sweep_curve(points: list[dict[str, Any]], threshold_x: float, axis_label: st
     axes.set_ylabel("statistic")
     axes.legend(fontsize=7)
     return _png_uri(figure)
+
+
+def measurement_curve(real: dict[str, Any], null: dict[str, Any] | None) -> str:
+    """A measurement's curve (e.g. fraction explained against bundle size or layer), real beside null."""
+    figure, axes = plt.subplots(figsize=(5, 3))
+    axes.plot(real["x"], real["y"], color="#1565c0", marker="o", markersize=3, label="model")
+    if null is not None:
+        axes.plot(null["x"], null["y"], color="#9e9e9e", linestyle=":", marker="o", markersize=3, label="null")
+    axes.set_xlabel(real["x_label"])
+    axes.set_ylabel(real["y_label"])
+    axes.legend(fontsize=7)
+    return _png_uri(figure)
