@@ -51,6 +51,20 @@ def test_greedy_search_recovers_the_planted_tokens(planted: Model) -> None:
     assert np.sum(found) / planted_ids.size >= 0.95
 
 
+def test_each_neuron_row_names_its_tokens_ids_and_cosine_after_each_step(planted: Model) -> None:
+    """Rows run from the best-explained neuron down; ids, strings and per-step cosines line up."""
+    measurement = CLAIM.measure(planted, **CLAIM.params)
+    rows = measurement.details["bundles"]
+    assert len(rows) == len(measurement.distribution)
+    assert [row["cosine"] for row in rows] == sorted(measurement.distribution, reverse=True)
+    for row in rows[:50]:
+        ids = [int(t) for t in row["token_ids"].split()]
+        steps = [float(c) for c in row["cosine_by_step"].split()]
+        assert row["tokens"].split(" | ") == planted.token_strings(ids)
+        assert len(steps) == len(ids) and steps == sorted(steps)
+        assert steps[-1] == pytest.approx(row["cosine"], abs=1e-4)
+
+
 @pytest.mark.parametrize("claim_id", CONTROLLED)
 def test_claim_passes_on_the_planted_model_and_not_trivially(planted: Model, claim_id: str) -> None:
     """Planted layer-0 reads and last-layer writes (layer-1 reads random): the claims PASS, their nulls do not."""

@@ -43,7 +43,7 @@ def synthetic_results() -> dict[str, Any]:
         {"x": 2.0, "statistic": 1.5, "null_statistic": 1.0, "verdict": "PASS"},
     ]}
     claim = {"paper": "knittel2024", "section": "VSA-1", "statement": "Embeddings are nearly orthogonal.",
-             "rationale": "mean |cos|", "params": {}, "threshold": _threshold(), "null": "gaussian",
+             "rationale": "mean |cos|", "params": {"variant": "<raw>"}, "threshold": _threshold(), "null": "gaussian",
              "trivial_if_null_passes": False}
     capabilities = {"architecture": "GPT2LMHeadModel", "kind": "decoder", "positions": "absolute", "norm": "layernorm",
                     "gated_mlp": False, "tied_embeddings": True, "d_model": 64, "d_head": 16, "d_mlp": 256,
@@ -117,6 +117,7 @@ def test_report_is_self_contained() -> None:
 def test_sections_show_statistic_null_ratio_threshold_origin_and_reasons() -> None:
     html = render_html(synthetic_results())
     assert "real / null = 1.5" in html
+    assert "<code>variant=&lt;raw&gt;</code>" in html
     assert "mean_abs_ratio &lt;= 2" in html and 'class="origin origin-suite"' in html
     assert "the model uses RMSNorm, which does not centre vectors" in html
     assert "--model auto resolved to <strong>smollm2-135m</strong>" in html

@@ -321,6 +321,8 @@ def layer_bundle_cosines(
                     "neuron": int(i),
                     "cosine": float(bundles.final[i]),
                     "tokens": " | ".join(strings[int(t)] for t in bundles.tokens[i] if t >= 0),
+                    "token_ids": " ".join(str(int(t)) for t in bundles.tokens[i] if t >= 0),
+                    "cosine_by_step": " ".join(f"{c:.4f}" for c in bundles.cosines[i] if not np.isnan(c)),
                 }
                 for i in order
             ],
