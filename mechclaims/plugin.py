@@ -108,7 +108,8 @@ class ModelPool:
 
 
 RESULT_DEFAULTS: dict[str, Any] = dict.fromkeys(
-    ("reason", "statistic", "null_statistic", "seconds", "cache_hit", "measurement", "null", "sweep")
+    ("reason", "statistic", "null_statistic", "interval", "null_interval", "seconds", "cache_hit", "measurement", "null",
+     "sweep")
 )
 
 
@@ -240,8 +241,10 @@ def _sweep(claim: Claim, threshold: Threshold, grid: Any, real: Measurement, nul
     """The verdict at every grid point: over `at` for fraction statistics, over `value` otherwise."""
     points = []
     for x in grid:
-        verdict, statistic, null_statistic = decide(claim, real, null, threshold.moved_to(float(x)))
-        points.append({"x": float(x), "statistic": statistic, "null_statistic": null_statistic, "verdict": verdict.value})
+        moved = threshold.moved_to(float(x))
+        verdict, statistic, null_statistic = decide(claim, real, null, moved)
+        points.append({"x": float(x), "statistic": statistic, "null_statistic": null_statistic, "verdict": verdict.value,
+                       "interval": moved.interval_of(real), "null_interval": None if null is None else moved.interval_of(null)})
     return {"axis": "at" if threshold.at is not None else "value", "points": points}
 
 
@@ -299,6 +302,7 @@ def _run_claim(request: pytest.FixtureRequest, mechclaims_models: ModelPool) -> 
         grid_override or threshold.sweep) else None
     reporter.add(
         claim, model.name, verdict=verdict.value, statistic=statistic, null_statistic=null_statistic,
+        interval=threshold.interval_of(real), null_interval=None if null is None else threshold.interval_of(null),
         seconds=time.perf_counter() - started, cache_hit=real_hit, measurement=measurement_json(real),
         null=measurement_json(null), sweep=sweep, **base,
     )

@@ -26,6 +26,7 @@ NULLS: dict[str, frozenset[str]] = {
 """Null baselines by name -> the weight matrices they keep (all others become i.i.d. Gaussian).
 `random_targets` keeps the token vectors a measurement searches and randomises what it explains."""
 CLAIM_ID = re.compile(r"^[a-z0-9_]+\.[a-z0-9_]+$")
+Z_95 = 1.959963984540054
 
 
 class Verdict(str, enum.Enum):
@@ -91,6 +92,12 @@ class Threshold:
             return float(np.mean(values <= cut))
         return float(np.mean(values < cut))
 
+    def interval_of(self, measurement: Measurement) -> tuple[float, float] | None:
+        """Wilson 95% interval of a fraction statistic over the distribution's units; None otherwise."""
+        if self.statistic not in FRACTION_STATISTICS or measurement.distribution is None:
+            return None
+        return wilson_interval(self.statistic_of(measurement), len(measurement.distribution))
+
     def passes(self, statistic: float) -> bool:
         return bool(OPS[self.op](statistic, self.value))
 
@@ -151,6 +158,19 @@ def not_applicable(claim: Claim, capabilities: Any) -> str | None:
     """The reason the claim does not apply to this architecture, or None."""
     reasons = [reason for need in sorted(claim.needs) for ok, reason in [REQUIREMENTS[need]] if not ok(capabilities)]
     return "; ".join(reasons) or None
+
+
+def wilson_interval(fraction: float, n: int, z: float = Z_95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion p = fraction over n trials:
+    (p + z^2/2n -+ z sqrt(p(1-p)/n + z^2/4n^2)) / (1 + z^2/n), which always holds p (rounding aside,
+    so it is clamped to hold it)."""
+    if n <= 0:
+        raise ValueError("a proportion needs at least one trial")
+    centre = fraction + z * z / (2 * n)
+    spread = z * np.sqrt(fraction * (1 - fraction) / n + z * z / (4 * n * n))
+    scale = 1 + z * z / n
+    low, high = (centre - spread) / scale, (centre + spread) / scale
+    return float(min(fraction, max(0.0, low))), float(max(fraction, min(1.0, high)))
 
 
 def decide(claim: Claim, real: Measurement, null: Measurement | None, threshold: Threshold) -> tuple[Verdict, float, float | None]:

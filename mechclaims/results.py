@@ -5,9 +5,10 @@ Schema "mechclaims.results/1":
   models:  {name: {resolved_from, fingerprint, capabilities}}
   claims:  {id: {paper, section, statement, rationale, threshold{statistic, op, value, at,
             origin}, trivial_if_null_passes, null}}
-  results: [{model, claim, verdict, reason, statistic, null_statistic, threshold{..., overridden},
+  results: [{model, claim, verdict, reason, statistic, null_statistic, interval, null_interval (Wilson 95%
+            [low, high] of fraction statistics, else null), threshold{..., overridden},
             params, seconds, cache_hit, measurement{statistics, distribution, distribution_label,
-            details, curves{name: {x, y, x_label, y_label}}}, null{...} | null, sweep{axis, points[{x, statistic, null_statistic, verdict}]} | null}]
+            details, curves{name: {x, y, x_label, y_label}}}, null{...} | null, sweep{axis, points[{x, statistic, null_statistic, verdict, interval, null_interval}]} | null}]
 """
 
 from __future__ import annotations

@@ -78,6 +78,10 @@ def test_run_writes_reports_with_ids_verdicts_and_nulls(suite: pytest.Pytester, 
         assert entry["verdict"] in {"PASS", "FAIL", "TRIVIAL"}
         assert entry["null"] is not None and entry["null_statistic"] is not None
         assert entry["measurement"]["statistics"]
+        fraction = entry["threshold"]["at"] is not None
+        assert (entry["interval"] is not None) == (entry["null_interval"] is not None) == fraction
+        if fraction:
+            assert entry["interval"][0] <= entry["statistic"] <= entry["interval"][1]
     assert results["models"][str(tiny_gpt2_dir)]["fingerprint"]
     assert (suite.path / "reports" / "report.html").stat().st_size > 0
 
@@ -133,6 +137,7 @@ def test_sweep_records_a_curve(suite: pytest.Pytester, tiny_gpt2_dir: Path) -> N
     assert [p["x"] for p in sweep["points"]] == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5])
     fractions = [p["statistic"] for p in sweep["points"]]
     assert fractions == sorted(fractions)
+    assert all(p["interval"][0] <= p["statistic"] <= p["interval"][1] for p in sweep["points"])
 
 
 def test_strict_null_fails_a_trivial_pass(suite: pytest.Pytester, tiny_gpt2_dir: Path) -> None:

@@ -61,7 +61,8 @@ def synthetic_results() -> dict[str, Any]:
                    "knittel2024.ln_removes_shared_direction": {**claim, "trivial_if_null_passes": True}},
         "results": [
             _result("smollm2-135m", "knittel2024.embed_raw_orthogonal", "PASS", statistic=1.5, null_statistic=1.0,
-                    measurement=measurement, null=null, sweep=sweep, cache_hit=True),
+                    measurement=measurement, null=null, sweep=sweep, cache_hit=True, interval=[0.4, 0.6],
+                    null_interval=[0.01, 0.05]),
             _result("<img src=x onerror=alert(1)>", "knittel2024.embed_raw_orthogonal", "FAIL", statistic=3.0,
                     null_statistic=1.0, measurement=measurement, null=null),
             _result("smollm2-135m", "knittel2024.ln_removes_shared_direction", "N/A",
@@ -118,6 +119,7 @@ def test_sections_show_statistic_null_ratio_threshold_origin_and_reasons() -> No
     html = render_html(synthetic_results())
     assert "real / null = 1.5" in html
     assert "<code>variant=&lt;raw&gt;</code>" in html
+    assert "1.5</strong> (95% CI [0.4, 0.6]);" in html and "null = 1 (95% CI [0.01, 0.05]);" in html
     assert "mean_abs_ratio &lt;= 2" in html and 'class="origin origin-suite"' in html
     assert "the model uses RMSNorm, which does not centre vectors" in html
     assert "--model auto resolved to <strong>smollm2-135m</strong>" in html

@@ -31,7 +31,15 @@ def _number(value: Any) -> str:
     return f"{value:.4g}"
 
 
+def _interval(value: Any) -> str:
+    """ " (95% CI [low, high])" for a Wilson interval; nothing where there is none."""
+    if not value:
+        return ""
+    return f" (95% CI [{_number(value[0])}, {_number(value[1])}])"
+
+
 _ENVIRONMENT.filters["num"] = _number
+_ENVIRONMENT.filters["interval"] = _interval
 
 
 def _ratio(real: Any, null: Any) -> float | None:

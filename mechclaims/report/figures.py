@@ -40,14 +40,23 @@ def distribution_histogram(real: list[float], null: list[float] | None, label: s
     return _png_uri(figure)
 
 
+def _interval_band(axes: Any, xs: list[float], intervals: list[Any], colour: str) -> None:
+    """Shade the 95% intervals around a curve, where every point has one."""
+    if intervals and all(intervals):
+        axes.fill_between(xs, [i[0] for i in intervals], [i[1] for i in intervals], color=colour, alpha=0.15,
+                          linewidth=0)
+
+
 def sweep_curve(points: list[dict[str, Any]], threshold_x: float, axis_label: str) -> str:
-    """Statistic against the swept threshold, real and null, markers coloured by verdict."""
+    """Statistic against the swept threshold, real and null (95% bands for fractions), markers coloured by verdict."""
     figure, axes = plt.subplots(figsize=(5, 3))
     xs = [p["x"] for p in points]
     axes.plot(xs, [p["statistic"] for p in points], color="#1565c0", linewidth=1, label="model")
     axes.scatter(xs, [p["statistic"] for p in points], c=[VERDICT_COLOURS[p["verdict"]] for p in points], s=18, zorder=3)
+    _interval_band(axes, xs, [p.get("interval") for p in points], "#1565c0")
     if all(p["null_statistic"] is not None for p in points):
         axes.plot(xs, [p["null_statistic"] for p in points], color="#9e9e9e", linestyle=":", label="null")
+        _interval_band(axes, xs, [p.get("null_interval") for p in points], "#9e9e9e")
     axes.axvline(threshold_x, color="black", linestyle="--", linewidth=1, label="claim's threshold")
     axes.set_xlabel(axis_label)
     axes.set_ylabel("statistic")
