@@ -1,4 +1,4 @@
-"""`python -m mechclaims models | report RESULTS.json [--out report.html]`."""
+"""`python -m mechclaims models | report RESULTS.json [MORE.json ...] [--out report.html]`."""
 
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ def _models(_: argparse.Namespace) -> None:
 
 def _report(args: argparse.Namespace) -> None:
     from mechclaims.report import render_report
-    from mechclaims.results import load_results
+    from mechclaims.results import load_results, merge_results
 
-    render_report(load_results(args.results), args.out)
+    render_report(merge_results([load_results(path) for path in args.results]), args.out)
     print(f"wrote {args.out}")
 
 
@@ -28,8 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mechclaims")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("models", help="list the model specs mechclaims understands").set_defaults(run=_models)
-    report = commands.add_parser("report", help="re-render report.html from a saved results.json, loading no model")
-    report.add_argument("results", type=Path)
+    report = commands.add_parser("report", help="re-render report.html from saved results.json files (several: "
+                                 "one comparison), loading no model")
+    report.add_argument("results", type=Path, nargs="+")
     report.add_argument("--out", type=Path, default=Path("reports/report.html"))
     report.set_defaults(run=_report)
     args = parser.parse_args(argv)

@@ -50,7 +50,8 @@ class Options:
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Options:
-        models = config.getoption("mechclaims_models") or ["auto"]
+        models = [*(config.getoption("mechclaims_models") or []),
+                  *read_models_file(config.getoption("mechclaims_models_file"))] or ["auto"]
         for spec in models:
             check_spec(spec, probe_hub=False)
         thresholds = {}
@@ -78,6 +79,20 @@ class Options:
         )
         self.models = list(dict.fromkeys(target if spec == "auto" else spec for spec in self.models))
         self.resolved_from[target] = "auto"
+
+
+def read_models_file(path: str | None) -> list[str]:
+    """Model specs from a file, one per line; blank lines and `#` comments are skipped."""
+    if path is None:
+        return []
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MechclaimsError(f"--models-file {path} cannot be read ({exc}): pass a text file with one spec per line") from None
+    specs = [line.split("#", 1)[0].strip() for line in lines]
+    if not any(specs):
+        raise MechclaimsError(f"--models-file {path} names no model: write one spec per line")
+    return [spec for spec in specs if spec]
 
 
 @dataclass
@@ -164,6 +179,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--model", action="append", dest="mechclaims_models", metavar="SPEC",
                     help="model spec (repeatable): a Hugging Face name, a checkpoint folder, smollm2-135m, "
                          "minilm-l6, random:<spec>, or auto (default)")
+    group.addoption("--models-file", dest="mechclaims_models_file", default=None, metavar="FILE",
+                    help="a file of model specs, one per line (# comments), added to --model")
     group.addoption("--threshold", action="append", dest="mechclaims_thresholds", metavar="CLAIM=VALUE",
                     help="override a claim's threshold value (repeatable)")
     group.addoption("--sweep", action="append", dest="mechclaims_sweeps", metavar="CLAIM=START:STOP:STEP",

@@ -146,3 +146,24 @@ def load_results(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
         raise MechclaimsError(f"{path} is not a mechclaims results file (schema {SCHEMA}): re-run the claims")
     return data
+
+
+def merge_results(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several saved runs as one comparison: models side by side, claims united, rows concatenated.
+
+    The first run's provenance heads the merge and `run.merged` lists every run. A model that an
+    earlier run already holds gets the suffix ` @ <run id>`, so both columns stay visible.
+    """
+    if len(runs) == 1:
+        return runs[0]
+    merged: dict[str, Any] = {"schema": SCHEMA, "run": {**runs[0]["run"], "merged": []}, "models": {}, "claims": {},
+                              "results": []}
+    for data in runs:
+        run = data["run"]
+        merged["run"]["merged"].append({key: run.get(key) for key in ("id", "started", "git_revision", "argv")})
+        names = {name: name if name not in merged["models"] else f"{name} @ {run['id']}" for name in data["models"]}
+        merged["models"].update({names[name]: info for name, info in data["models"].items()})
+        for claim_id, claim in data["claims"].items():
+            merged["claims"].setdefault(claim_id, claim)
+        merged["results"].extend({**row, "model": names.get(row["model"], row["model"])} for row in data["results"])
+    return merged

@@ -51,6 +51,7 @@ def _results(pytester: pytest.Pytester) -> dict:
         (["--model", "not a spec!!"], "unknown model spec"),
         (["--model", "/no/such/folder"], "does not exist"),
         (["--threshold", "nobody.claim=1"], "unknown claim 'nobody.claim'"),
+        (["--models-file", "/no/such/models.txt"], "--models-file /no/such/models.txt cannot be read"),
     ],
 )
 def test_bad_options_are_one_line_usage_errors(
@@ -126,6 +127,16 @@ def test_second_run_is_served_from_the_cache(suite: pytest.Pytester, tiny_gpt2_d
     assert _results(suite)["results"][0]["cache_hit"] is True
     _run(suite, *args, "--no-cache")
     assert _results(suite)["results"][0]["cache_hit"] is False
+
+
+def test_models_file_adds_one_column_per_spec(suite: pytest.Pytester, tiny_gpt2_dir: Path) -> None:
+    """--models-file specs (comments and blank lines skipped) run beside --model, each spec once."""
+    listing = suite.path / "models.txt"
+    listing.write_text(f"# variants\n{tiny_gpt2_dir}\n\nrandom:{tiny_gpt2_dir}  # null\n")
+    _run(suite, "--model", str(tiny_gpt2_dir), "--models-file", str(listing), "-k", "embed_raw")
+    results = _results(suite)
+    assert list(results["models"]) == [str(tiny_gpt2_dir), f"random:{tiny_gpt2_dir}"]
+    assert [r["model"] for r in results["results"]] == list(results["models"])
 
 
 def test_sweep_records_a_curve(suite: pytest.Pytester, tiny_gpt2_dir: Path) -> None:

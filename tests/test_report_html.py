@@ -10,7 +10,7 @@ from typing import Any
 
 from mechclaims.__main__ import main
 from mechclaims.report import render_html, render_report
-from mechclaims.results import SCHEMA
+from mechclaims.results import SCHEMA, merge_results
 
 SCRIPT_TOKEN = '<script>document.title="pwned"</script>'
 
@@ -137,6 +137,23 @@ def test_report_is_written_atomically_and_rerendered_from_saved_results(tmp_path
     assert [p.name for p in out.parent.iterdir()] == ["report.html"]
     render_report(synthetic_results(), out)
     assert out.stat().st_mode & 0o044
+
+
+def test_several_saved_runs_render_as_one_comparison(tmp_path: Path) -> None:
+    """Two runs with the same model: both columns stay (the second suffixed with its run id), both runs listed."""
+    first, second = synthetic_results(), synthetic_results()
+    second["run"] = {**second["run"], "id": "def456", "argv": ["claims", "--model", "other"]}
+    paths = []
+    for index, data in enumerate((first, second)):
+        paths.append(tmp_path / f"run{index}.json")
+        paths[-1].write_text(json.dumps(data))
+    out = tmp_path / "report.html"
+    assert main(["report", *map(str, paths), "--out", str(out)]) == 0
+    html = out.read_text()
+    rows = re.findall(r'<tr class="claim-row">(.*?)</tr>', html, flags=re.S)
+    assert all(len(re.findall(r"<td", row)) == 2 + 4 for row in rows)
+    assert "<th>smollm2-135m @ def456</th>" in html and "Merged from 2 runs" in html
+    assert merge_results([first]) is first
 
 
 def test_rerendering_rejects_a_file_that_is_not_results(tmp_path: Path, capsys: Any) -> None:
