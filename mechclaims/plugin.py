@@ -261,7 +261,7 @@ def _sweep(claim: Claim, threshold: Threshold, grid: Any, real: Measurement, nul
         moved = threshold.moved_to(float(x))
         verdict, statistic, null_statistic = decide(claim, real, null, moved)
         points.append({"x": float(x), "statistic": statistic, "null_statistic": null_statistic, "verdict": verdict.value,
-                       "interval": moved.interval_of(real), "null_interval": None if null is None else moved.interval_of(null)})
+                       "interval": moved.interval_of(real), "null_interval": moved.interval_of(null)})
     return {"axis": "at" if threshold.at is not None else "value", "points": points}
 
 
@@ -319,7 +319,7 @@ def _run_claim(request: pytest.FixtureRequest, mechclaims_models: ModelPool) -> 
         grid_override or threshold.sweep) else None
     reporter.add(
         claim, model.name, verdict=verdict.value, statistic=statistic, null_statistic=null_statistic,
-        interval=threshold.interval_of(real), null_interval=None if null is None else threshold.interval_of(null),
+        interval=threshold.interval_of(real), null_interval=threshold.interval_of(null),
         seconds=time.perf_counter() - started, cache_hit=real_hit, measurement=measurement_json(real),
         null=measurement_json(null), sweep=sweep, **base,
     )

@@ -92,9 +92,10 @@ class Threshold:
             return float(np.mean(values <= cut))
         return float(np.mean(values < cut))
 
-    def interval_of(self, measurement: Measurement) -> tuple[float, float] | None:
-        """Wilson 95% interval of a fraction statistic over the distribution's units; None otherwise."""
-        if self.statistic not in FRACTION_STATISTICS or measurement.distribution is None:
+    def interval_of(self, measurement: Measurement | None) -> tuple[float, float] | None:
+        """Wilson 95% interval of a fraction statistic over the distribution's units; None otherwise
+        (and for a missing measurement, e.g. a claim without a null)."""
+        if self.statistic not in FRACTION_STATISTICS or measurement is None or measurement.distribution is None:
             return None
         return wilson_interval(self.statistic_of(measurement), len(measurement.distribution))
 

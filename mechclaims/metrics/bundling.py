@@ -28,7 +28,7 @@ import torch
 from tqdm import tqdm
 
 from mechclaims.errors import MechclaimsError
-from mechclaims.metrics.orthogonality import embedding_variant
+from mechclaims.metrics.orthogonality import divide_rows, embedding_variant
 from mechclaims.registry import Measurement, WeightSource
 
 TIE = 1e-12
@@ -50,13 +50,10 @@ class Bundles:
     cosines: np.ndarray
     final: np.ndarray
 
-    def best_within(self) -> np.ndarray:
-        """best[i, k]: the cosine of target i's bundle when it may hold at most k + 1 tokens."""
-        return np.fmax.accumulate(np.nan_to_num(self.cosines, nan=-np.inf), axis=1)
-
     def fraction_at_least_by_size(self, cutoff: float) -> np.ndarray:
         """Fraction of targets whose bundle of at most k tokens reaches `cutoff`, for k = 1..K."""
-        return (self.best_within() >= cutoff).mean(axis=0)
+        reached = np.fmax.accumulate(np.nan_to_num(self.cosines, nan=-np.inf), axis=1) >= cutoff
+        return reached.mean(axis=0)
 
 
 class _Workspace:
@@ -228,8 +225,7 @@ def token_candidates(
         e = e + offset
     e, _ = embedding_variant(e, variant, norm)
     if normalise:
-        norms = np.linalg.norm(e, axis=1, keepdims=True)
-        e = np.divide(e, norms, out=np.zeros_like(e), where=norms > 0)
+        e = divide_rows(e, np.linalg.norm(e, axis=1, keepdims=True))
     return np.asarray(e, dtype=np.float32)
 
 

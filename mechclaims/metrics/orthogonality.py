@@ -105,8 +105,7 @@ def offdiag_cosine_stats(vectors: np.ndarray, block: int = 1024) -> CosineStats:
 def mean_offdiag_cosine(vectors: np.ndarray) -> float:
     """Signed mean of cos_ij over i != j in O(n d): (||sum x_i||^2 - sum ||x_i||^2) / (n (n - 1))."""
     x = np.asarray(vectors, dtype=np.float64)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    x = np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+    x = divide_rows(x, np.linalg.norm(x, axis=1, keepdims=True))
     n = x.shape[0]
     summed = x.sum(axis=0)
     return (float(summed @ summed) - float((x**2).sum())) / (n * (n - 1))
@@ -126,13 +125,13 @@ def embedding_variant(embeddings: np.ndarray, variant: str, norm: str) -> tuple[
     if variant == "ln":
         if norm == "rmsnorm":
             rms = np.sqrt(np.mean(np.square(embeddings), axis=1, keepdims=True))
-            return _divide_rows(embeddings, rms), "RMSNorm-normalised rows (no gain): cosines equal the raw variant's"
+            return divide_rows(embeddings, rms), "RMSNorm-normalised rows (no gain): cosines equal the raw variant's"
         centred = embeddings - embeddings.mean(axis=1, keepdims=True)
-        return _divide_rows(centred, centred.std(axis=1, keepdims=True)), "LayerNorm-normalised rows (no gain)"
+        return divide_rows(centred, centred.std(axis=1, keepdims=True)), "LayerNorm-normalised rows (no gain)"
     raise ValueError(f"unknown embedding variant {variant!r}: use raw, centred or ln")
 
 
-def _divide_rows(rows: np.ndarray, scale: np.ndarray) -> np.ndarray:
+def divide_rows(rows: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """rows / scale, leaving rows whose scale is 0 at zero."""
     return np.divide(rows, scale, out=np.zeros_like(rows), where=scale > 0)
 
