@@ -1,8 +1,10 @@
-"""`python -m mechclaims models | report RESULTS.json [MORE.json ...] [--out report.html]`."""
+"""`python -m mechclaims models | report RESULTS.json [MORE.json ...] [--out report.html]
+| sweep RESULTS.json --sweep CLAIM[:PARAM]=START:STOP:STEP ... [--out sweep.html] [--json sweep.json]`."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -24,6 +26,32 @@ def _report(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}")
 
 
+def _sweep(args: argparse.Namespace) -> None:
+    from mechclaims.registry import parse_sweep
+    from mechclaims.report import render_report
+    from mechclaims.results import RESULTS_INDENT, load_results, merge_results
+    from mechclaims.atomic import atomic_write_text
+    from mechclaims.sweeps import resweep
+
+    sweeps, param_sweeps = {}, {}
+    for text in args.sweep:
+        claim, param, grid = parse_sweep(text)
+        if param is None:
+            sweeps[claim] = grid
+        else:
+            param_sweeps[claim] = (param, grid)
+    swept = resweep(merge_results([load_results(path) for path in args.results]), sweeps, param_sweeps)
+    for row in swept["results"]:
+        if row["claim"] in {*sweeps, *param_sweeps} and row.get("sweep"):
+            points = ", ".join(f"{p['x']:g}: {p['statistic']:.4g} {p['verdict']}" for p in row["sweep"]["points"])
+            print(f"{row['claim']} on {row['model']}: {points}")
+    if args.json is not None:
+        atomic_write_text(args.json, json.dumps(swept, indent=RESULTS_INDENT))
+        print(f"wrote {args.json}")
+    render_report(swept, args.out)
+    print(f"wrote {args.out}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mechclaims")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -33,6 +61,15 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("results", type=Path, nargs="+")
     report.add_argument("--out", type=Path, default=Path("reports/report.html"))
     report.set_defaults(run=_report)
+    sweep = commands.add_parser("sweep", help="sweep claims' thresholds (and a kept parameter) over saved "
+                                "results.json files, loading no model; prints the verdicts and writes a report")
+    sweep.add_argument("results", type=Path, nargs="+")
+    sweep.add_argument("--sweep", action="append", required=True, metavar="CLAIM[:PARAM]=START:STOP:STEP",
+                       help="as pytest's --sweep (repeatable); CLAIM:PARAM sweeps a parameter the measurement kept, "
+                            "e.g. knittel2024.mlp0_token_bundles:max_tokens=1:10:1")
+    sweep.add_argument("--out", type=Path, default=Path("reports/sweep.html"))
+    sweep.add_argument("--json", type=Path, default=None, help="also write the swept results (results.json schema)")
+    sweep.set_defaults(run=_sweep)
     args = parser.parse_args(argv)
     try:
         args.run(args)

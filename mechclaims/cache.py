@@ -1,7 +1,9 @@
 """On-disk measurement cache keyed by (model fingerprint, measurement, parameters, code version).
 
 One `.npz` per entry (arrays plus a JSON header, loaded with allow_pickle=False), written to a
-temporary file and moved into place, so an interrupted run never leaves a half-written entry.
+temporary file and moved into place, so an interrupted run never leaves a half-written entry and
+concurrent workers (pytest-xdist) writing the same entry leave one whole copy: entries are pure
+functions of their key, so whichever rename lands last holds the same content.
 """
 
 from __future__ import annotations
@@ -68,6 +70,8 @@ class MeasurementCache:
             with np.load(path, allow_pickle=False) as data:
                 header = json.loads(str(data["header"]))
                 distribution = data["distribution"] if "distribution" in data.files else None
+                by_param = {name: {"values": values, "distributions": data[f"by_param.{name}"]}
+                            for name, values in header["by_param"].items()}
         except (OSError, ValueError, KeyError):
             return None
         return Measurement(
@@ -76,6 +80,7 @@ class MeasurementCache:
             distribution_label=header["distribution_label"],
             details=header["details"],
             curves=header["curves"],
+            by_param=by_param,
         )
 
     def put(self, key: str, measurement: Measurement) -> None:
@@ -87,10 +92,12 @@ class MeasurementCache:
                 "distribution_label": measurement.distribution_label,
                 "details": measurement.details,
                 "curves": measurement.curves,
+                "by_param": {name: axis["values"] for name, axis in measurement.by_param.items()},
             },
             default=float,
         )
         arrays: dict[str, np.ndarray] = {"header": np.array(header)}
+        arrays.update({f"by_param.{name}": np.asarray(axis["distributions"]) for name, axis in measurement.by_param.items()})
         if measurement.distribution is not None:
             arrays["distribution"] = np.asarray(measurement.distribution)
         atomic_write(self._path(key), lambda out: np.savez(out, **arrays))

@@ -49,14 +49,33 @@ class WeightSource(Protocol):
 
 @dataclass
 class Measurement:
-    """A claim's raw material: named statistics, the per-unit distribution, details to show, and
-    curves to draw real beside null (name -> {x, y, x_label, y_label})."""
+    """A claim's raw material: named statistics, the per-unit distribution, details to show,
+    curves to draw real beside null (name -> {x, y, x_label, y_label}), and `by_param`: the
+    distribution at other values of one parameter, for two-parameter sweeps without re-measuring
+    (parameter -> {"values": [v_1..v_m], "distributions": m x units array}).
+    """
 
     statistics: dict[str, float]
     distribution: np.ndarray | None = None
     distribution_label: str = ""
     details: dict[str, Any] = field(default_factory=dict)
     curves: dict[str, dict[str, Any]] = field(default_factory=dict)
+    by_param: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def param_values(self, name: str) -> list[float]:
+        """The values of `name` whose distributions `by_param` kept."""
+        if name not in self.by_param:
+            raise MechclaimsError(f"this measurement has no distributions by {name!r} (it has "
+                                  f"{sorted(self.by_param) or 'none'}): sweep one of those, or re-measure with {name} set")
+        return [float(v) for v in self.by_param[name]["values"]]
+
+    def at_param(self, name: str, value: float) -> Measurement:
+        """This measurement with the distribution it has at `name = value` (from `by_param`)."""
+        values = self.param_values(name)
+        if float(value) not in values:
+            raise MechclaimsError(f"{name} = {value:g} was not measured (measured: "
+                                  f"{', '.join(f'{v:g}' for v in values)}): choose a grid within those values")
+        return replace(self, distribution=np.asarray(self.by_param[name]["distributions"])[values.index(float(value))])
 
 
 @dataclass(frozen=True)
@@ -111,8 +130,7 @@ class Threshold:
         return f"{left} {self.op} {self.value:g}"
 
     def sweep_grid(self, override: tuple[float, float, float] | None = None) -> np.ndarray:
-        start, stop, step = override or self.sweep or (self.value, self.value, 1.0)
-        return np.round(np.arange(start, stop + step / 2, step), 10)
+        return sweep_grid(*(override or self.sweep or (self.value, self.value, 1.0)))
 
 
 @dataclass(frozen=True)
@@ -120,8 +138,11 @@ class Claim:
     """One published statement, as data. `measure(source, **params)` returns a Measurement.
 
     `null` names the null baseline in NULLS ("gaussian": the same measurement on i.i.d. Gaussian
-    weights of the same shapes; "random_targets": Gaussian targets against the real token vectors). `trivial_if_null_passes` is False where the null is the ideal the claim
-    compares against (near-orthogonality), not a chance level that a pass must beat.
+    weights of the same shapes; "random_targets": Gaussian targets against the real token vectors).
+    `trivial_if_null_passes` is False where the null is the ideal the claim compares against
+    (near-orthogonality), not a chance level that a pass must beat. `tolerance` is how far (absolute)
+    the statistic may move from its baseline before a run reports a regression; 0.01 suits
+    fractions, and claims on other scales declare their own.
     """
 
     id: str
@@ -135,15 +156,23 @@ class Claim:
     null: str | None = "gaussian"
     trivial_if_null_passes: bool = True
     rationale: str = ""
+    tolerance: float = 0.01
 
     def __post_init__(self) -> None:
         if not CLAIM_ID.match(self.id):
             raise ValueError(f"claim id {self.id!r} must look like paper.measured_thing")
         if self.null is not None and self.null not in NULLS:
             raise ValueError(f"claim {self.id} has unknown null {self.null!r}: choose from {sorted(NULLS)}")
+        if not (np.isfinite(self.tolerance) and self.tolerance >= 0):
+            raise ValueError(f"claim {self.id} has tolerance {self.tolerance!r}: it must be finite and >= 0")
         unknown = set(self.needs) - set(REQUIREMENTS)
         if unknown:
             raise ValueError(f"claim {self.id} needs unknown capabilities {sorted(unknown)}")
+
+    def decide(self, real: Measurement, null: Measurement | None,
+               threshold: Threshold | None = None) -> tuple[Verdict, float, float | None]:
+        """This claim's verdict under `threshold` (default: its own)."""
+        return decide(real, null, threshold or self.threshold, self.trivial_if_null_passes)
 
 
 REQUIREMENTS: dict[str, tuple[Callable[[Any], bool], str]] = {
@@ -174,13 +203,15 @@ def wilson_interval(fraction: float, n: int, z: float = Z_95) -> tuple[float, fl
     return float(min(fraction, max(0.0, low))), float(max(fraction, min(1.0, high)))
 
 
-def decide(claim: Claim, real: Measurement, null: Measurement | None, threshold: Threshold) -> tuple[Verdict, float, float | None]:
-    """PASS / FAIL / TRIVIAL from a measurement and its null under `threshold`."""
+def decide(real: Measurement, null: Measurement | None, threshold: Threshold,
+           trivial_if_null_passes: bool = True) -> tuple[Verdict, float, float | None]:
+    """PASS / FAIL / TRIVIAL from a measurement and its null under `threshold` (TRIVIAL: the null
+    passes too, for claims whose null is a chance level)."""
     statistic = threshold.statistic_of(real)
     null_statistic = None if null is None else threshold.statistic_of(null)
     if not threshold.passes(statistic):
         return Verdict.FAIL, statistic, null_statistic
-    if claim.trivial_if_null_passes and null_statistic is not None and threshold.passes(null_statistic):
+    if trivial_if_null_passes and null_statistic is not None and threshold.passes(null_statistic):
         return Verdict.TRIVIAL, statistic, null_statistic
     return Verdict.PASS, statistic, null_statistic
 
@@ -203,13 +234,21 @@ def parse_number(text: str, what: str) -> float:
     return number
 
 
-def parse_sweep(text: str) -> tuple[str, tuple[float, float, float]]:
-    """`CLAIM=START:STOP:STEP` with START <= STOP and STEP > 0."""
-    claim, grid = parse_assignment(text, "--sweep")
+def parse_sweep(text: str) -> tuple[str, str | None, tuple[float, float, float]]:
+    """`CLAIM=START:STOP:STEP` (the threshold) or `CLAIM:PARAM=START:STOP:STEP` (a claim parameter, for
+    a two-parameter sweep), with START <= STOP and STEP > 0 -> (claim, param or None, grid)."""
+    target, grid = parse_assignment(text, "--sweep")
+    claim, _, param = target.partition(":")
     parts = grid.split(":")
-    if len(parts) != 3:
-        raise MechclaimsError(f"--sweep {text!r} is malformed: use --sweep CLAIM=START:STOP:STEP")
-    start, stop, step = (parse_number(p, f"--sweep {claim}") for p in parts)
+    if len(parts) != 3 or not claim or (":" in target and not param):
+        raise MechclaimsError(f"--sweep {text!r} is malformed: use --sweep CLAIM=START:STOP:STEP or "
+                              "CLAIM:PARAM=START:STOP:STEP")
+    start, stop, step = (parse_number(p, f"--sweep {target}") for p in parts)
     if step <= 0 or stop < start or (stop - start) / step > 10_000:
         raise MechclaimsError(f"--sweep {text!r} needs START <= STOP, STEP > 0 and at most 10000 points")
-    return claim, (start, stop, step)
+    return claim, param or None, (start, stop, step)
+
+
+def sweep_grid(start: float, stop: float, step: float) -> np.ndarray:
+    """START, START + STEP, ..., STOP (inclusive, rounded so that decimal steps land on decimals)."""
+    return np.round(np.arange(start, stop + step / 2, step), 10)

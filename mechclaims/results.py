@@ -3,12 +3,16 @@
 Schema "mechclaims.results/1":
   run:     id, started, finished, versions{...}, git_revision, machine, threads, argv
   models:  {name: {resolved_from, fingerprint, capabilities}}
-  claims:  {id: {paper, section, statement, rationale, threshold{statistic, op, value, at,
-            origin}, trivial_if_null_passes, null}}
+  claims:  {id: {paper, section, statement, rationale, params, threshold{statistic, op, value, at,
+            origin}, trivial_if_null_passes, null, tolerance}}
   results: [{model, claim, verdict, reason, statistic, null_statistic, interval, null_interval (Wilson 95%
             [low, high] of fraction statistics, else null), threshold{..., overridden},
             params, seconds, cache_hit, measurement{statistics, distribution, distribution_label,
-            details, curves{name: {x, y, x_label, y_label}}}, null{...} | null, sweep{axis, points[{x, statistic, null_statistic, verdict, interval, null_interval}]} | null}]
+            details, curves{name: {x, y, x_label, y_label}}, by_param{name: {values, distributions}}},
+            null{...} | null, sweep{axis, points[{x, statistic, null_statistic, verdict, interval,
+            null_interval}]} | null, param_sweep{axis, param, x, y, statistic, null_statistic, verdict
+            (y x x grids)} | null, baseline{status, message, old_statistic, new_statistic, old_verdict,
+            new_verdict, tolerance} | null}]
 """
 
 from __future__ import annotations
@@ -32,7 +36,12 @@ from mechclaims.errors import MechclaimsError
 from mechclaims.registry import Claim, Measurement, Threshold
 
 SCHEMA = "mechclaims.results/1"
+RESULTS_INDENT = 1
 VERSIONED_PACKAGES = ("mechclaims", "torch", "transformers", "transformer-lens", "numpy", "pytest")
+
+
+def _rounded(values: Any) -> list[Any]:
+    return np.round(np.asarray(values, dtype=float), 6).tolist()
 
 
 def measurement_json(measurement: Measurement | None) -> dict[str, Any] | None:
@@ -41,11 +50,34 @@ def measurement_json(measurement: Measurement | None) -> dict[str, Any] | None:
     distribution = measurement.distribution
     return {
         "statistics": {k: float(v) for k, v in measurement.statistics.items()},
-        "distribution": None if distribution is None else np.round(np.asarray(distribution, dtype=float), 6).tolist(),
+        "distribution": None if distribution is None else _rounded(distribution),
         "distribution_label": measurement.distribution_label,
         "details": measurement.details,
         "curves": measurement.curves,
+        "by_param": {name: {"values": list(axis["values"]), "distributions": _rounded(axis["distributions"])}
+                     for name, axis in measurement.by_param.items()},
     }
+
+
+def measurement_from_json(data: dict[str, Any] | None) -> Measurement | None:
+    """The Measurement a results row saved (distributions as rounded to 6 decimals there)."""
+    if data is None:
+        return None
+    distribution = data.get("distribution")
+    return Measurement(
+        statistics=data["statistics"],
+        distribution=None if distribution is None else np.asarray(distribution, dtype=np.float64),
+        distribution_label=data.get("distribution_label", ""),
+        details=data.get("details", {}),
+        curves=data.get("curves", {}),
+        by_param={name: {"values": axis["values"], "distributions": np.asarray(axis["distributions"], dtype=np.float64)}
+                  for name, axis in (data.get("by_param") or {}).items()},
+    )
+
+
+def threshold_from_json(data: dict[str, Any]) -> Threshold:
+    return Threshold(statistic=data["statistic"], op=data["op"], value=data["value"], origin=data["origin"],
+                     at=data["at"])
 
 
 def threshold_json(threshold: Threshold, overridden: bool = False) -> dict[str, Any]:
@@ -70,6 +102,7 @@ def claim_json(claim: Claim) -> dict[str, Any]:
         "threshold": threshold_json(claim.threshold),
         "null": claim.null,
         "trivial_if_null_passes": claim.trivial_if_null_passes,
+        "tolerance": claim.tolerance,
     }
 
 
@@ -123,11 +156,11 @@ class RunRecord:
     def write(self, path: Path) -> dict[str, Any]:
         """Write results.json atomically; returns what was written."""
         data = self.to_json()
-        atomic_write_text(path, json.dumps(data, indent=1, default=_jsonable))
+        atomic_write_text(path, json.dumps(data, indent=RESULTS_INDENT, default=json_default))
         return data
 
 
-def _jsonable(value: Any) -> Any:
+def json_default(value: Any) -> Any:
     if isinstance(value, (np.floating, np.integer)):
         return value.item()
     if isinstance(value, np.ndarray):

@@ -13,7 +13,7 @@ from mechclaims.metrics import bundling
 from mechclaims.metrics.bundling import greedy_bundles, token_candidates
 from mechclaims.models import GaussianNull, Model, load_model
 from mechclaims.models.controls import PLANTED_K, planted_bundles
-from mechclaims.registry import NULLS, Verdict, decide
+from mechclaims.registry import NULLS, Verdict
 
 CLAIMS = {c.id: c for c in vsa.CLAIMS}
 CLAIM = CLAIMS["knittel2024.mlp0_token_bundles"]
@@ -39,7 +39,7 @@ def _verdict(claim_id: str, model: Model) -> Verdict:
     claim = CLAIMS[claim_id]
     real = claim.measure(model, **claim.params)
     null = claim.measure(GaussianNull(model, 0, NULLS[claim.null]), **claim.params)
-    return decide(claim, real, null, claim.threshold)[0]
+    return claim.decide(real, null)[0]
 
 
 def test_greedy_search_recovers_the_planted_tokens(planted: Model) -> None:
@@ -90,7 +90,7 @@ def test_every_open_choice_is_a_parameter_and_the_planted_model_passes_under_it(
     claim = replace(CLAIM, params={**CLAIM.params, **params})
     real = claim.measure(planted, **claim.params)
     null = claim.measure(GaussianNull(planted, 0, NULLS[claim.null]), **claim.params)
-    assert decide(claim, real, null, claim.threshold)[0] is Verdict.PASS
+    assert claim.decide(real, null)[0] is Verdict.PASS
 
 
 @pytest.mark.parametrize(("params", "message"), [

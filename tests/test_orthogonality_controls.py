@@ -16,7 +16,7 @@ import pytest
 
 from claims import test_knittel2024_vsa as vsa
 from mechclaims.models.model import Capabilities, Weights
-from mechclaims.registry import Claim, Threshold, Verdict, decide, not_applicable
+from mechclaims.registry import Claim, Threshold, Verdict, not_applicable
 
 VOCAB, D, LAYERS, HEADS, D_HEAD, D_MLP = 400, 64, 2, 4, 16, 128
 BY_ID = {claim.id: claim for claim in vsa.CLAIMS if claim.measure.__module__.endswith(".orthogonality")}
@@ -90,7 +90,7 @@ def low_rank_embedding(seed: int = 0) -> Weights:
 def verdict(claim: Claim, weights: Weights, threshold: Threshold | None = None) -> Verdict:
     source = FakeSource(weights)
     assert not_applicable(claim, source.capabilities) is None
-    return decide(claim, claim.measure(source, **claim.params), None, threshold or claim.threshold)[0]
+    return claim.decide(claim.measure(source, **claim.params), None, threshold)[0]
 
 
 @pytest.mark.parametrize("claim_id", ORTHOGONALITY)
@@ -131,5 +131,5 @@ def test_verdict_flips_when_the_threshold_crosses_the_statistic(claim_id: str, w
     margin = max(abs(statistic) * 0.1, 1e-3)
     lenient = statistic - margin if claim.threshold.op.startswith(">") else statistic + margin
     strict = statistic + margin if claim.threshold.op.startswith(">") else statistic - margin
-    assert decide(claim, measurement, None, replace(claim.threshold, value=lenient))[0] is Verdict.PASS
-    assert decide(claim, measurement, None, replace(claim.threshold, value=strict))[0] is Verdict.FAIL
+    assert claim.decide(measurement, None, replace(claim.threshold, value=lenient))[0] is Verdict.PASS
+    assert claim.decide(measurement, None, replace(claim.threshold, value=strict))[0] is Verdict.FAIL

@@ -13,6 +13,7 @@ from mechclaims.report import render_html, render_report
 from mechclaims.results import SCHEMA, merge_results
 
 SCRIPT_TOKEN = '<script>document.title="pwned"</script>'
+HOSTILE_MODEL = "<img src=x onerror=alert(1)>"
 
 
 def _threshold(statistic: str = "mean_abs_ratio", at: float | None = None) -> dict[str, Any]:
@@ -27,8 +28,9 @@ def _result(model: str, claim: str, verdict: str, **extra: Any) -> dict[str, Any
 
 
 def synthetic_results() -> dict[str, Any]:
-    """Two claims on two models: a PASS with a sweep and a hostile token, a FAIL, an N/A, a TRIVIAL; every
-    measured row has a distribution and a curve."""
+    """Two claims on two models: a PASS with a sweep, a two-parameter sweep and a hostile token, a FAIL with
+    a sweep that regressed from its baseline, an N/A, a TRIVIAL; every measured row has a distribution and a
+    curve."""
     measurement = {
         "statistics": {"mean_abs": 0.05, "mean_abs_ratio": 1.5},
         "distribution": [0.1, 0.2, 0.3, 0.25],
@@ -42,6 +44,13 @@ def synthetic_results() -> dict[str, Any]:
         {"x": 1.0, "statistic": 1.5, "null_statistic": 1.0, "verdict": "FAIL"},
         {"x": 2.0, "statistic": 1.5, "null_statistic": 1.0, "verdict": "PASS"},
     ]}
+    heatmap = {"axis": "at", "param": "max_tokens", "x": [0.3, 0.5, 0.7], "y": [1.0, 2.0],
+               "statistic": [[0.5, 0.2, 0.0], [0.9, 0.6, 0.1]], "null_statistic": [[0.4, 0.1, 0.0], [0.6, 0.2, 0.0]],
+               "verdict": [["FAIL"] * 3, ["PASS", "FAIL", "FAIL"]]}
+    regression = {"status": "regression", "message": f"regression of knittel2024.embed_raw_orthogonal on {HOSTILE_MODEL}: "
+                  "statistic 2.5 -> 3, moved +0.5: old 2.5 (FAIL), new 3 (FAIL), tolerance ±0.01",
+                  "old_statistic": 2.5, "new_statistic": 3.0, "old_verdict": "FAIL", "new_verdict": "FAIL",
+                  "tolerance": 0.01}
     claim = {"paper": "knittel2024", "section": "VSA-1", "statement": "Embeddings are nearly orthogonal.",
              "rationale": "mean |cos|", "params": {"variant": "<raw>"}, "threshold": _threshold(), "null": "gaussian",
              "trivial_if_null_passes": False}
@@ -55,19 +64,20 @@ def synthetic_results() -> dict[str, Any]:
                 "threads": 2, "argv": ["claims"]},
         "models": {
             "smollm2-135m": {"resolved_from": "auto", "fingerprint": "f" * 64, "capabilities": capabilities},
-            "<img src=x onerror=alert(1)>": {"resolved_from": None, "fingerprint": "0" * 64, "capabilities": capabilities},
+            HOSTILE_MODEL: {"resolved_from": None, "fingerprint": "0" * 64, "capabilities": capabilities},
         },
         "claims": {"knittel2024.embed_raw_orthogonal": claim,
                    "knittel2024.ln_removes_shared_direction": {**claim, "trivial_if_null_passes": True}},
         "results": [
             _result("smollm2-135m", "knittel2024.embed_raw_orthogonal", "PASS", statistic=1.5, null_statistic=1.0,
                     measurement=measurement, null=null, sweep=sweep, cache_hit=True, interval=[0.4, 0.6],
-                    null_interval=[0.01, 0.05]),
-            _result("<img src=x onerror=alert(1)>", "knittel2024.embed_raw_orthogonal", "FAIL", statistic=3.0,
-                    null_statistic=1.0, measurement=measurement, null=null),
+                    null_interval=[0.01, 0.05], param_sweep=heatmap, params={"max_tokens": 2},
+                    threshold=_threshold("fraction_at_least", at=0.5)),
+            _result(HOSTILE_MODEL, "knittel2024.embed_raw_orthogonal", "FAIL", statistic=3.0,
+                    null_statistic=1.0, measurement=measurement, null=null, sweep=sweep, baseline=regression),
             _result("smollm2-135m", "knittel2024.ln_removes_shared_direction", "N/A",
                     reason="the model uses RMSNorm, which does not centre vectors"),
-            _result("<img src=x onerror=alert(1)>", "knittel2024.ln_removes_shared_direction", "TRIVIAL",
+            _result(HOSTILE_MODEL, "knittel2024.ln_removes_shared_direction", "TRIVIAL",
                     statistic=0.1, null_statistic=0.1, measurement=measurement, null=null),
         ],
     }
@@ -123,8 +133,25 @@ def test_sections_show_statistic_null_ratio_threshold_origin_and_reasons() -> No
     assert "mean_abs_ratio &lt;= 2" in html and 'class="origin origin-suite"' in html
     assert "the model uses RMSNorm, which does not centre vectors" in html
     assert "--model auto resolved to <strong>smollm2-135m</strong>" in html
-    assert html.count("data:image/png;base64,") == 3 + 3 + 1
+    assert html.count("data:image/png;base64,") == 1 + 4 + 3 + 2
     assert html.count('alt="fraction at cosine &gt;= 0.5 against bundle size, model vs null"') == 3
+
+
+def test_sweeps_render_per_model_and_as_a_heatmap() -> None:
+    """Two models' sweeps of one claim share a figure; a two-parameter sweep is a heatmap."""
+    html = render_html(synthetic_results())
+    assert html.count('alt="sweep of the threshold on 2 models"') == 1
+    assert html.count('alt="sweep of the cut-off and max_tokens"') == 1
+
+
+def test_changed_since_baseline_is_marked_in_the_matrix_and_listed() -> None:
+    html = render_html(synthetic_results())
+    matrix = re.search(r'<table id="matrix">(.*?)</table>', html, flags=re.S)
+    assert matrix is not None and matrix.group(1).count('class="changed"') == 1
+    assert "changed since baseline (regression)" in matrix.group(1)
+    listed = re.search(r'<ul id="changed">(.*?)</ul>', html, flags=re.S)
+    assert listed is not None and "moved +0.5: old 2.5 (FAIL), new 3 (FAIL), tolerance ±0.01" in listed.group(1)
+    assert "on &lt;img src=x onerror=alert(1)&gt;" in listed.group(1)
 
 
 def test_report_is_written_atomically_and_rerendered_from_saved_results(tmp_path: Path) -> None:

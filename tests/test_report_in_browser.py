@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import json
 import os
 import re
 import shutil
@@ -57,3 +59,32 @@ def test_report_screenshot_is_a_picture(chromium: str, tmp_path: Path) -> None:
     shot = tmp_path / "report.png"
     _chromium(chromium, tmp_path / "profile", f"--screenshot={shot}", "--window-size=1280,2000", report.as_uri())
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+IMAGE_PROBE = """<script>
+window.addEventListener("load", () => {
+  const images = [...document.images];
+  document.body.dataset.images = JSON.stringify(images.map(i => [i.alt, i.complete && i.naturalWidth > 0]));
+});
+</script>"""
+
+
+def test_sweeps_and_model_columns_render_as_pictures(chromium: str, tmp_path: Path) -> None:
+    """Every figure (sweep curves per model, the heatmap) decodes in the browser, the matrix has a column
+    per model and marks the result that changed since its baseline."""
+    results = synthetic_results()
+    report = tmp_path / "report.html"
+    render_report(results, report)
+    probed = tmp_path / "probed.html"
+    probed.write_text(report.read_text().replace("</body>", IMAGE_PROBE + "</body>"))
+    dom = _chromium(chromium, tmp_path / "profile", "--virtual-time-budget=10000", "--dump-dom",
+                    probed.as_uri()).stdout
+    images = re.search(r'data-images="([^"]*)"', dom)
+    assert images is not None, "the page did not finish loading"
+    decoded = json.loads(html.unescape(images.group(1)))
+    assert len(decoded) == 10 and all(loaded for _, loaded in decoded)
+    alts = [alt for alt, _ in decoded]
+    assert "sweep of the threshold on 2 models" in alts and "sweep of the cut-off and max_tokens" in alts
+    header = re.search(r'<table id="matrix">\s*<thead>(.*?)</thead>', dom, flags=re.S)
+    assert header is not None and len(re.findall(r"<th>", header.group(1))) == 2 + len(results["models"])
+    assert len(re.findall(r'class="changed"', dom)) == 1

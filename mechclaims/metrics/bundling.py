@@ -50,10 +50,14 @@ class Bundles:
     cosines: np.ndarray
     final: np.ndarray
 
+    def best_by_size(self) -> np.ndarray:
+        """(K x n): row k-1 holds each target's best cosine with a bundle of at most k tokens, which is
+        the greedy bundle with `max_tokens = k` (greedy is a prefix of itself)."""
+        return np.fmax.accumulate(np.nan_to_num(self.cosines, nan=-np.inf), axis=1).T
+
     def fraction_at_least_by_size(self, cutoff: float) -> np.ndarray:
         """Fraction of targets whose bundle of at most k tokens reaches `cutoff`, for k = 1..K."""
-        reached = np.fmax.accumulate(np.nan_to_num(self.cosines, nan=-np.inf), axis=1) >= cutoff
-        return reached.mean(axis=0)
+        return (self.best_by_size() >= cutoff).mean(axis=1)
 
 
 class _Workspace:
@@ -283,7 +287,8 @@ def layer_bundle_cosines(
     Candidates and targets as in `bundle_problem`; `layer` may be negative (-1: the last layer).
     The distribution is each neuron's final cosine; `fraction_at_{cutoff}_within_{k}` is the
     fraction of neurons whose bundle of at most k tokens reaches `cutoff`, for k = 1..max_tokens,
-    also drawn as a curve against k (read real beside null in the report).
+    also drawn as a curve against k (read real beside null in the report). `by_param["max_tokens"]`
+    holds every neuron's cosine at each k, so cut-off x bundle-size sweeps need no re-measurement.
     """
     vectors, targets = bundle_problem(source, target, candidates, normalise, mean_position, target_scale)
     layer = range(len(targets))[layer]
@@ -303,6 +308,7 @@ def layer_bundle_cosines(
         },
         distribution=bundles.final,
         distribution_label=f"final cosine of each layer-{layer} neuron's greedy bundle",
+        by_param={"max_tokens": {"values": list(range(1, max_tokens + 1)), "distributions": bundles.best_by_size()}},
         curves={
             "by_bundle_size": {
                 "x": list(range(1, max_tokens + 1)),

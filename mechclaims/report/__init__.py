@@ -11,6 +11,8 @@ import jinja2
 from mechclaims.atomic import atomic_write_text
 from mechclaims.report import figures
 
+CHANGED = ("regression", "different weights")
+"""Baseline statuses the matrix marks as changed since the baseline."""
 VERDICT_CLASSES = {"PASS": "PASS", "FAIL": "FAIL", "TRIVIAL": "TRIVIAL", "N/A": "NA", "ERROR": "ERROR"}
 
 _ENVIRONMENT = jinja2.Environment(
@@ -63,10 +65,32 @@ def _figures(result: dict[str, Any]) -> list[dict[str, str]]:
                     "uri": figures.measurement_curve(curve, null.get("curves", {}).get(name))})
     sweep = result.get("sweep")
     if sweep:
-        x = threshold["at"] if sweep["axis"] == "at" else threshold["value"]
-        axis = f"{threshold['statistic']} cut-off" if sweep["axis"] == "at" else "threshold value"
+        x, axis = _sweep_axis(threshold, sweep["axis"])
         out.append({"alt": "sweep of the threshold", "uri": figures.sweep_curve(sweep["points"], x, axis)})
+    grid = result.get("param_sweep")
+    if grid:
+        param_value = (result.get("params") or {}).get(grid["param"])
+        out.append({"alt": f"sweep of the cut-off and {grid['param']}", "uri": figures.sweep_heatmap(
+            grid, threshold["at"], param_value, threshold["value"])})
     return out
+
+
+def _sweep_axis(threshold: dict[str, Any], axis: str) -> tuple[float, str]:
+    """The claim's own position on a sweep's axis, and the axis label."""
+    if axis == "at":
+        return threshold["at"], f"{threshold['statistic']} cut-off"
+    return threshold["value"], "threshold value"
+
+
+def _sweep_comparison(rows: list[dict[str, Any]]) -> dict[str, str] | None:
+    """One figure with every model's sweep of a claim, where two or more models have one on the same axis."""
+    swept = [row for row in rows if row["result"].get("sweep")]
+    axes = {row["result"]["sweep"]["axis"] for row in swept}
+    if len(swept) < 2 or len(axes) != 1:
+        return None
+    x, label = _sweep_axis(swept[0]["result"]["threshold"], axes.pop())
+    curves = {row["model"]: row["result"]["sweep"]["points"] for row in swept}
+    return {"alt": f"sweep of the threshold on {len(curves)} models", "uri": figures.sweep_comparison(curves, x, label)}
 
 
 def _statistics_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -97,7 +121,7 @@ def render_html(results: dict[str, Any]) -> str:
                 "figures": _figures(result),
                 "details": (result.get("measurement") or {}).get("details", {}),
             })
-        sections.append({"id": claim_id, "claim": claim, "rows": rows})
+        sections.append({"id": claim_id, "claim": claim, "rows": rows, "comparison": _sweep_comparison(rows)})
     run = results["run"]
     return _ENVIRONMENT.get_template("report.html.j2").render(
         run=run,
@@ -107,6 +131,8 @@ def render_html(results: dict[str, Any]) -> str:
         claims=results["claims"],
         cells=cells,
         sections=sections,
+        changed_statuses=CHANGED,
+        changed=[r for r in results["results"] if (r.get("baseline") or {}).get("status") in CHANGED],
         verdict_class=VERDICT_CLASSES,
     )
 

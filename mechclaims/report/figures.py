@@ -74,3 +74,44 @@ def measurement_curve(real: dict[str, Any], null: dict[str, Any] | None) -> str:
     axes.set_ylabel(real["y_label"])
     axes.legend(fontsize=7)
     return _png_uri(figure)
+
+
+def sweep_comparison(curves: dict[str, list[dict[str, Any]]], threshold_x: float, axis_label: str) -> str:
+    """One claim's sweep across models: each model's statistic (solid) and its null (dotted, same colour)."""
+    figure, axes = plt.subplots(figsize=(6, 3.4))
+    for index, (model, points) in enumerate(curves.items()):
+        colour = plt.get_cmap("tab10")(index % 10)
+        xs = [p["x"] for p in points]
+        axes.plot(xs, [p["statistic"] for p in points], color=colour, linewidth=1.2, label=model)
+        if all(p["null_statistic"] is not None for p in points):
+            axes.plot(xs, [p["null_statistic"] for p in points], color=colour, linestyle=":", linewidth=1,
+                      label=f"{model} null")
+    axes.axvline(threshold_x, color="black", linestyle="--", linewidth=1, label="claim's threshold")
+    axes.set_xlabel(axis_label)
+    axes.set_ylabel("statistic")
+    axes.legend(fontsize=6)
+    return _png_uri(figure)
+
+
+def sweep_heatmap(grid: dict[str, Any], threshold_x: float, param_value: float | None, value: float) -> str:
+    """A two-parameter sweep: the statistic over (cut-off x parameter), model beside null, the contour
+    where it crosses the claim's value, and the claim's own cut-off and parameter marked."""
+    panels = [("model", grid["statistic"])]
+    if all(v is not None for row in grid["null_statistic"] for v in row):
+        panels.append(("null", grid["null_statistic"]))
+    figure, axes_row = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.4), squeeze=False)
+    xs, ys = np.asarray(grid["x"]), np.asarray(grid["y"])
+    image = None
+    for axes, (title, values) in zip(axes_row[0], panels):
+        z = np.asarray(values, dtype=float)
+        image = axes.pcolormesh(xs, ys, z, shading="nearest", vmin=0.0, vmax=1.0, cmap="viridis")
+        if len(xs) > 1 and len(ys) > 1 and z.min() < value < z.max():
+            axes.contour(xs, ys, z, levels=[value], colors="white", linewidths=1.2)
+        axes.axvline(threshold_x, color="red", linestyle="--", linewidth=1)
+        if param_value is not None:
+            axes.axhline(param_value, color="red", linestyle="--", linewidth=1)
+        axes.set_title(f"{title} (white: statistic = {value:g}; red: the claim's setting)", fontsize=7)
+        axes.set_xlabel("cut-off")
+        axes.set_ylabel(grid["param"])
+    figure.colorbar(image, ax=axes_row[0][-1], label="statistic")
+    return _png_uri(figure)

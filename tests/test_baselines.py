@@ -1,0 +1,127 @@
+"""Baselines: recording, reading, and the comparison that decides what is a regression."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mechclaims.baselines import (
+    DIFFERENT_WEIGHTS,
+    NOT_RECORDED,
+    REGRESSION,
+    UNCHANGED,
+    baseline_file,
+    compare,
+    load_baseline,
+    update_baselines,
+)
+from mechclaims.errors import MechclaimsError
+
+CLAIM = "paper.fraction_claim"
+FINGERPRINT = "f" * 64
+
+
+def _row(statistic: float | None = 0.5, verdict: str = "FAIL", describe: str = "fraction_at_least(0.5) > 0.8",
+         params: dict[str, Any] | None = None, model: str = "org/model") -> dict[str, Any]:
+    return {"model": model, "claim": CLAIM, "statistic": statistic, "null_statistic": 0.1, "verdict": verdict,
+            "threshold": {"describe": describe}, "params": params or {"layer": 0}}
+
+
+def _results(*rows: dict[str, Any], fingerprint: str = FINGERPRINT) -> dict[str, Any]:
+    return {
+        "run": {"id": "run1", "started": 0.0, "git_revision": "abc", "versions": {}},
+        "models": {row["model"]: {"fingerprint": fingerprint} for row in rows},
+        "claims": {CLAIM: {"tolerance": 0.01}, "paper.other": {"tolerance": 0.01}},
+        "results": list(rows),
+    }
+
+
+def _baseline(tmp_path: Path, row: dict[str, Any], fingerprint: str = FINGERPRINT) -> dict[str, Any]:
+    update_baselines(tmp_path, _results(row, fingerprint=fingerprint))
+    baseline = load_baseline(tmp_path, row["model"])
+    assert baseline is not None
+    return baseline
+
+
+def test_file_names_are_safe_for_any_model_name(tmp_path: Path) -> None:
+    assert baseline_file(tmp_path, "smollm2-135m").name == "smollm2-135m.json"
+    assert baseline_file(tmp_path, "EleutherAI/pythia-70m").name == "EleutherAI_pythia-70m.json"
+    assert baseline_file(tmp_path, "random:/tmp/x y").parent == tmp_path
+
+
+def test_recorded_values_compare_unchanged(tmp_path: Path) -> None:
+    row = _row()
+    comparison = compare(row, FINGERPRINT, _baseline(tmp_path, row), tmp_path, 0.01)
+    assert comparison.status == UNCHANGED
+    assert "old 0.5 (FAIL), new 0.5 (FAIL), tolerance ±0.01" in comparison.message
+
+
+def test_a_moved_statistic_is_a_regression_showing_old_new_and_tolerance(tmp_path: Path) -> None:
+    baseline = _baseline(tmp_path, _row(statistic=0.5))
+    comparison = compare(_row(statistic=0.53), FINGERPRINT, baseline, tmp_path, 0.01)
+    assert comparison.status == REGRESSION
+    assert "statistic 0.5 -> 0.53, moved +0.03" in comparison.message
+    assert "tolerance ±0.01" in comparison.message
+    assert (comparison.old_statistic, comparison.new_statistic, comparison.tolerance) == (0.5, 0.53, 0.01)
+
+
+def test_a_changed_verdict_is_a_regression_even_within_tolerance(tmp_path: Path) -> None:
+    baseline = _baseline(tmp_path, _row(statistic=0.8, verdict="FAIL"))
+    comparison = compare(_row(statistic=0.805, verdict="PASS"), FINGERPRINT, baseline, tmp_path, 0.01)
+    assert comparison.status == REGRESSION and "verdict FAIL -> PASS" in comparison.message
+
+
+def test_other_thresholds_compare_statistics_not_verdicts(tmp_path: Path) -> None:
+    baseline = _baseline(tmp_path, _row(verdict="FAIL"))
+    comparison = compare(_row(verdict="PASS", describe="fraction_at_least(0.5) > 0.4"), FINGERPRINT, baseline,
+                         tmp_path, 0.01)
+    assert comparison.status == UNCHANGED and "verdicts not compared" in comparison.message
+
+
+def test_different_weights_are_reported_not_compared(tmp_path: Path) -> None:
+    baseline = _baseline(tmp_path, _row(statistic=0.5))
+    comparison = compare(_row(statistic=0.9), "e" * 64, baseline, tmp_path, 0.01)
+    assert comparison.status == DIFFERENT_WEIGHTS and comparison.message.startswith("different weights")
+
+
+def test_a_claim_missing_from_the_baseline_is_not_recorded(tmp_path: Path) -> None:
+    baseline = _baseline(tmp_path, _row())
+    comparison = compare({**_row(), "claim": "paper.other"}, FINGERPRINT, baseline, tmp_path, 0.01)
+    assert comparison.status == NOT_RECORDED and "--update-baselines" in comparison.message
+
+
+def test_update_keeps_unmeasured_claims_of_the_same_weights_only(tmp_path: Path) -> None:
+    first = _row()
+    update_baselines(tmp_path, _results(first, {**_row(), "claim": "paper.other"}))
+    update_baselines(tmp_path, _results(_row(statistic=0.6)))
+    assert set(load_baseline(tmp_path, first["model"])["claims"]) == {CLAIM, "paper.other"}
+    update_baselines(tmp_path, _results(_row(statistic=0.6), fingerprint="e" * 64))
+    assert set(load_baseline(tmp_path, first["model"])["claims"]) == {CLAIM}
+
+
+@pytest.mark.parametrize("content", ["{not json", json.dumps({"schema": "other"}), json.dumps([1, 2])])
+def test_an_unusable_baseline_is_a_one_line_error(tmp_path: Path, content: str) -> None:
+    baseline_file(tmp_path, "org/model").write_text(content)
+    with pytest.raises(MechclaimsError, match="--update-baselines") as error:
+        load_baseline(tmp_path, "org/model")
+    assert "\n" not in str(error.value)
+
+
+def test_no_baseline_file_means_none(tmp_path: Path) -> None:
+    assert load_baseline(tmp_path, "org/model") is None
+
+
+@given(old=st.floats(0, 1), delta=st.floats(-0.05, 0.05), tolerance=st.sampled_from([0.0, 0.001, 0.01, 0.02]))
+def test_regression_exactly_when_the_move_exceeds_the_tolerance(old: float, delta: float, tolerance: float) -> None:
+    """Same verdict and threshold: a regression if and only if |new - old| > tolerance."""
+    baseline = {"fingerprint": FINGERPRINT, "recorded": {"git_revision": None},
+                "claims": {CLAIM: {"statistic": old, "verdict": "PASS", "threshold": "t", "params": {}}}}
+    row = {"model": "m", "claim": CLAIM, "statistic": old + delta, "verdict": "PASS", "threshold": {"describe": "t"},
+           "params": {}}
+    status = compare(row, FINGERPRINT, baseline, Path("b.json"), tolerance).status
+    assert (status == REGRESSION) == (abs(old + delta - old) > tolerance)
