@@ -44,7 +44,7 @@ from mechclaims.registry import (
     parse_sweep,
     sweep_grid,
 )
-from mechclaims.results import RunRecord, claim_json, json_default, measurement_json, threshold_json
+from mechclaims.results import ROW_DEFAULTS, RunRecord, claim_json, json_default, measurement_json, threshold_json
 from mechclaims.sweeps import param_sweep, threshold_sweep
 
 NULL_SEED = 0
@@ -180,10 +180,6 @@ class ModelPool:
         return self.nulls[key]
 
 
-RESULT_DEFAULTS: dict[str, Any] = dict.fromkeys(
-    ("reason", "statistic", "null_statistic", "interval", "null_interval", "seconds", "cache_hit", "measurement", "null",
-     "sweep", "param_sweep", "baseline")
-)
 WORKER_OUTPUT = "mechclaims"
 
 
@@ -214,7 +210,7 @@ class Reporter:
         """One result row (every schema key present, None where it does not apply); a claim measured
         twice on a model (its own item and a regression check elsewhere) keeps one row."""
         self.record.claims.setdefault(claim.id, claim_json(claim))
-        row = {"model": model_name, "claim": claim.id, **RESULT_DEFAULTS, **result}
+        row = {"model": model_name, "claim": claim.id, **ROW_DEFAULTS, **result}
         self.rows[model_name, claim.id] = self.by_item[claim.id, spec] = row
         return row
 
@@ -427,7 +423,7 @@ def _evaluate(request: pytest.FixtureRequest, claim: Claim, spec: str) -> dict[s
                          traceback=traceback.format_exc(), **base)
             raise
     row["seconds"] = time.perf_counter() - started
-    row["baseline"] = options.compare_with_baseline({"model": model.name, "claim": claim.id, **RESULT_DEFAULTS, **row},
+    row["baseline"] = options.compare_with_baseline({"model": model.name, "claim": claim.id, **ROW_DEFAULTS, **row},
                                                     model, claim.tolerance)
     return reporter.add(claim, spec, model.name, **row)
 

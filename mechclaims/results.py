@@ -37,6 +37,11 @@ from mechclaims.registry import Claim, Measurement, Threshold
 
 SCHEMA = "mechclaims.results/1"
 RESULTS_INDENT = 1
+ROW_DEFAULTS: dict[str, Any] = dict.fromkeys(
+    ("reason", "statistic", "null_statistic", "interval", "null_interval", "seconds", "cache_hit", "measurement", "null",
+     "sweep", "param_sweep", "baseline")
+)
+"""Every results row has these keys; None where they do not apply."""
 VERSIONED_PACKAGES = ("mechclaims", "torch", "transformers", "transformer-lens", "numpy", "pytest")
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from mechclaims.__main__ import main
 from mechclaims.report import render_html, render_report
-from mechclaims.results import SCHEMA, merge_results
+from mechclaims.results import ROW_DEFAULTS, SCHEMA, merge_results
 
 SCRIPT_TOKEN = '<script>document.title="pwned"</script>'
 HOSTILE_MODEL = "<img src=x onerror=alert(1)>"
@@ -23,8 +23,7 @@ def _threshold(statistic: str = "mean_abs_ratio", at: float | None = None) -> di
 
 
 def _result(model: str, claim: str, verdict: str, **extra: Any) -> dict[str, Any]:
-    row = dict.fromkeys(("reason", "statistic", "null_statistic", "seconds", "cache_hit", "measurement", "null", "sweep"))
-    return {**row, "model": model, "claim": claim, "verdict": verdict, "params": {}, "threshold": _threshold(), **extra}
+    return {**ROW_DEFAULTS, "model": model, "claim": claim, "verdict": verdict, "params": {}, "threshold": _threshold(), **extra}
 
 
 def synthetic_results() -> dict[str, Any]:

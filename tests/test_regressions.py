@@ -1,0 +1,156 @@
+"""Baselines end to end (pytester): recording, a deliberate metric change caught as a regression,
+different weights, and pytest-xdist workers writing one report."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.torch import load_file, save_file
+
+from mechclaims.cache import MeasurementCache
+from mechclaims.registry import Measurement
+
+CLAIM = "toy.embed_ratio"
+METRIC = '''
+from mechclaims.metrics import orthogonality
+
+SCALE = {scale}
+
+
+def scaled_embedding_cosines(source, variant="raw"):
+    """The VSA-1 measurement with its ratio scaled: SCALE != 1 is the deliberate change under test."""
+    measurement = orthogonality.token_embedding_cosines(source, variant=variant)
+    measurement.statistics["mean_abs_ratio"] *= SCALE
+    return measurement
+'''
+CLAIMS = f'''
+import toy_metric
+from mechclaims.registry import Claim, Threshold
+
+CLAIMS = [
+    Claim(id="{CLAIM}", paper="toy", section="1", statement="Embeddings are nearly orthogonal.",
+          measure=toy_metric.scaled_embedding_cosines, params={{"variant": "raw"}},
+          threshold=Threshold(statistic="mean_abs_ratio", op="<=", value=2.0, origin="suite"),
+          trivial_if_null_passes=False, tolerance=0.01),
+]
+'''
+REGRESSION_ITEM = f"regression[[]{CLAIM}[]]"
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    """A pytester project with one claim whose metric lives in the project (so a test can change it)."""
+    pytester.makepyfile(toy_metric=METRIC.format(scale=1.0), test_toy_claims=CLAIMS)
+    monkeypatch.setenv("MECHCLAIMS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return pytester
+
+
+def _run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return pytester.runpytest_subprocess("-p", "mechclaims.plugin", "-p", "no:cacheprovider", "-rA", *args)
+
+
+def _results(pytester: pytest.Pytester) -> dict:
+    return json.loads((pytester.path / "reports" / "results.json").read_text())
+
+
+def test_a_deliberate_metric_change_fails_its_regression_item(project: pytest.Pytester, tiny_gpt2_dir: Path) -> None:
+    """Record, compare unchanged (pass), change the metric, compare again: regression[<claim>][<model>]
+    fails with old, new and tolerance, and the report marks the cell changed since baseline."""
+    model = str(tiny_gpt2_dir)
+    recorded = _run(project, "--model", model, "--update-baselines")
+    recorded.stdout.fnmatch_lines(["*mechclaims: wrote reports?baselines?*tiny-gpt2*.json"])
+    (baseline_path,) = (project.path / "reports" / "baselines").iterdir()
+    baseline = json.loads(baseline_path.read_text())
+    old = baseline["claims"][CLAIM]["statistic"]
+    assert baseline["model"] == model and baseline["claims"][CLAIM]["tolerance"] == 0.01
+
+    unchanged = _run(project, "--model", model)
+    unchanged.assert_outcomes(passed=2)
+    unchanged.stdout.fnmatch_lines([f"PASSED *{REGRESSION_ITEM}[[]*tiny-gpt2*[]]"])
+    assert _results(project)["results"][0]["baseline"]["status"] == "unchanged"
+
+    project.makepyfile(toy_metric=METRIC.format(scale=1.5))
+    changed = _run(project, "--model", model, "-m", "regression")
+    changed.assert_outcomes(failed=1, deselected=1)
+    new = old * 1.5
+    changed.stdout.fnmatch_lines([
+        f"regression of {CLAIM} on *tiny-gpt2*: statistic {old:.6g} -> {new:.6g}, moved +*: old {old:.6g} (*), "
+        f"new {new:.6g} (*), tolerance ±0.01 (baseline reports?baselines?*.json*",
+        f"FAILED *{REGRESSION_ITEM}[[]*tiny-gpt2*[]]*",
+    ])
+    assert "Traceback" not in changed.stdout.str()
+    row = _results(project)["results"][0]
+    assert row["baseline"]["status"] == "regression" and row["statistic"] == pytest.approx(new)
+    report = (project.path / "reports" / "report.html").read_text()
+    assert "changed since baseline (regression)" in report
+    assert json.loads(baseline_path.read_text()) == baseline
+
+
+def test_new_weights_are_different_weights_not_a_regression(project: pytest.Pytester, tiny_gpt2_dir: Path,
+                                                            tmp_path: Path) -> None:
+    folder = tmp_path / "variant"
+    shutil.copytree(tiny_gpt2_dir, folder)
+    _run(project, "--model", str(folder), "--update-baselines")
+    weights = load_file(folder / "model.safetensors")
+    weights["transformer.wte.weight"] = weights["transformer.wte.weight"] * 3.0 + 1.0
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    result = _run(project, "--model", str(folder), "-m", "regression")
+    result.assert_outcomes(skipped=1, deselected=1)
+    result.stdout.fnmatch_lines(["SKIPPED *different weights: * now has fingerprint *not compared*"])
+    assert _results(project)["results"][0]["baseline"]["status"] == "different weights"
+
+
+def test_an_unreadable_baseline_fails_the_regression_item_with_the_fix(project: pytest.Pytester,
+                                                                      tiny_gpt2_dir: Path) -> None:
+    _run(project, "--model", str(tiny_gpt2_dir), "--update-baselines")
+    (baseline_path,) = (project.path / "reports" / "baselines").iterdir()
+    baseline_path.write_text("{truncated")
+    result = _run(project, "--model", str(tiny_gpt2_dir), "-m", "regression")
+    result.assert_outcomes(failed=1, deselected=1)
+    result.stdout.fnmatch_lines(["*cannot be read*restore it from git or re-record it with --update-baselines",
+                                 f"FAILED *{REGRESSION_ITEM}*"])
+
+
+def test_xdist_workers_write_one_report_with_every_model(project: pytest.Pytester, tiny_gpt2_dir: Path,
+                                                         tiny_llama_dir: Path) -> None:
+    """-n 2 --dist loadgroup: each model in its own worker; the controller merges both workers' rows into
+    the one results.json and report.html, equal to a serial run's, and records both baselines."""
+    models = ["--model", str(tiny_gpt2_dir), "--model", str(tiny_llama_dir)]
+    parallel = _run(project, *models, "-n", "2", "--dist", "loadgroup", "--update-baselines")
+    parallel.stdout.fnmatch_lines(["*2 workers*"])
+    merged = _results(project)
+    assert {row["model"] for row in merged["results"]} == {str(tiny_gpt2_dir), str(tiny_llama_dir)}
+    assert set(merged["models"]) == {str(tiny_gpt2_dir), str(tiny_llama_dir)}
+    assert len(list((project.path / "reports" / "baselines").iterdir())) == 2
+    assert [p.name for p in (project.path / "reports").iterdir() if p.name.startswith(".")] == []
+    _run(project, *models, "--report-dir", "serial")
+    serial = json.loads((project.path / "serial" / "results.json").read_text())
+    statistic = {(r["model"], r["statistic"]) for r in serial["results"]}
+    assert {(r["model"], r["statistic"]) for r in merged["results"]} == statistic
+    assert all(r["baseline"]["status"] == "unchanged" for r in serial["results"])
+
+
+def _hammer(directory: str, seed: int) -> list[int]:
+    """Write and read one cache entry many times; returns the sizes of what each read returned."""
+    cache = MeasurementCache(Path(directory))
+    values = np.arange(20_000, dtype=np.float64)
+    sizes = []
+    for _ in range(40):
+        cache.put("ab" + "0" * 62, Measurement(statistics={"seed": 0.0}, distribution=values))
+        got = cache.get("ab" + "0" * 62)
+        sizes.append(-1 if got is None else len(got.distribution))
+    return sizes
+
+
+def test_concurrent_cache_writers_never_expose_a_partial_entry(tmp_path: Path) -> None:
+    """Four processes writing and reading the same key: every read is the whole entry."""
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        sizes = pool.starmap(_hammer, [(str(tmp_path), seed) for seed in range(4)])
+    assert {size for worker in sizes for size in worker} == {20_000}
+    assert [p.name for p in (tmp_path / "ab").iterdir()] == ["ab" + "0" * 62 + ".npz"]
