@@ -27,19 +27,13 @@ def _report(args: argparse.Namespace) -> None:
 
 
 def _sweep(args: argparse.Namespace) -> None:
-    from mechclaims.registry import parse_sweep
+    from mechclaims.registry import parse_sweeps
     from mechclaims.report import render_report
     from mechclaims.results import RESULTS_INDENT, load_results, merge_results
     from mechclaims.atomic import atomic_write_text
     from mechclaims.sweeps import resweep
 
-    sweeps, param_sweeps = {}, {}
-    for text in args.sweep:
-        claim, param, grid = parse_sweep(text)
-        if param is None:
-            sweeps[claim] = grid
-        else:
-            param_sweeps[claim] = (param, grid)
+    sweeps, param_sweeps = parse_sweeps(args.sweep)
     swept = resweep(merge_results([load_results(path) for path in args.results]), sweeps, param_sweeps)
     for row in swept["results"]:
         if row["claim"] in {*sweeps, *param_sweeps} and row.get("sweep"):

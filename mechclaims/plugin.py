@@ -34,6 +34,7 @@ from mechclaims.errors import MechclaimsError
 from mechclaims.models import GaussianNull, Model, check_spec, load_model, resolve_auto
 from mechclaims.registry import (
     Claim,
+    Grid,
     NULLS,
     Measurement,
     Threshold,
@@ -41,14 +42,13 @@ from mechclaims.registry import (
     not_applicable,
     parse_assignment,
     parse_number,
-    parse_sweep,
+    parse_sweeps,
     sweep_grid,
 )
 from mechclaims.results import ROW_DEFAULTS, RunRecord, claim_json, json_default, measurement_json, threshold_json
 from mechclaims.sweeps import param_sweep, threshold_sweep
 
 NULL_SEED = 0
-PARAM_SWEEP = tuple[str, tuple[float, float, float] | None]
 
 
 @dataclass
@@ -62,8 +62,8 @@ class Options:
 
     models: list[str]
     thresholds: dict[str, float]
-    sweeps: dict[str, tuple[float, float, float]]
-    param_sweeps: dict[str, PARAM_SWEEP]
+    sweeps: dict[str, Grid]
+    param_sweeps: dict[str, tuple[str, Grid]]
     report_dir: Path
     strict_null: bool
     cache: MeasurementCache
@@ -82,14 +82,7 @@ class Options:
         for text in config.getoption("mechclaims_thresholds") or []:
             claim, value = parse_assignment(text, "--threshold")
             thresholds[claim] = parse_number(value, f"--threshold {claim}")
-        sweeps: dict[str, tuple[float, float, float]] = {}
-        param_sweeps: dict[str, PARAM_SWEEP] = {}
-        for text in config.getoption("mechclaims_sweeps") or []:
-            claim, param, grid = parse_sweep(text)
-            if param is None:
-                sweeps[claim] = grid
-            else:
-                param_sweeps[claim] = (param, grid)
+        sweeps, param_sweeps = parse_sweeps(config.getoption("mechclaims_sweeps") or [])
         update = bool(config.getoption("mechclaims_update_baselines"))
         baseline = config.getoption("mechclaims_baseline")
         if baseline is not None and not update and not Path(baseline).is_dir():

@@ -12,6 +12,8 @@ import numpy as np
 from mechclaims.errors import MechclaimsError
 
 Op = Literal[">=", "<=", ">", "<"]
+Grid = tuple[float, float, float]
+"""A sweep grid: (start, stop, step), stop included."""
 OPS: dict[str, Callable[[float, float], bool]] = {
     ">=": lambda a, b: a >= b,
     "<=": lambda a, b: a <= b,
@@ -91,7 +93,7 @@ class Threshold:
     value: float
     origin: Literal["paper", "suite"]
     at: float | None = None
-    sweep: tuple[float, float, float] | None = None
+    sweep: Grid | None = None
 
     def __post_init__(self) -> None:
         if self.op not in OPS:
@@ -129,7 +131,7 @@ class Threshold:
         left = self.statistic if self.at is None else f"{self.statistic}({self.at:g})"
         return f"{left} {self.op} {self.value:g}"
 
-    def sweep_grid(self, override: tuple[float, float, float] | None = None) -> np.ndarray:
+    def sweep_grid(self, override: Grid | None = None) -> np.ndarray:
         return sweep_grid(*(override or self.sweep or (self.value, self.value, 1.0)))
 
 
@@ -234,7 +236,7 @@ def parse_number(text: str, what: str) -> float:
     return number
 
 
-def parse_sweep(text: str) -> tuple[str, str | None, tuple[float, float, float]]:
+def parse_sweep(text: str) -> tuple[str, str | None, Grid]:
     """`CLAIM=START:STOP:STEP` (the threshold) or `CLAIM:PARAM=START:STOP:STEP` (a claim parameter, for
     a two-parameter sweep), with START <= STOP and STEP > 0 -> (claim, param or None, grid)."""
     target, grid = parse_assignment(text, "--sweep")
@@ -247,6 +249,20 @@ def parse_sweep(text: str) -> tuple[str, str | None, tuple[float, float, float]]
     if step <= 0 or stop < start or (stop - start) / step > 10_000:
         raise MechclaimsError(f"--sweep {text!r} needs START <= STOP, STEP > 0 and at most 10000 points")
     return claim, param or None, (start, stop, step)
+
+
+def parse_sweeps(texts: list[str]) -> tuple[dict[str, Grid], dict[str, tuple[str, Grid]]]:
+    """Every --sweep: (claim -> threshold grid, claim -> (parameter, its grid)); a later one for the same
+    claim and axis replaces an earlier one."""
+    sweeps: dict[str, Grid] = {}
+    param_sweeps: dict[str, tuple[str, Grid]] = {}
+    for text in texts:
+        claim, param, grid = parse_sweep(text)
+        if param is None:
+            sweeps[claim] = grid
+        else:
+            param_sweeps[claim] = (param, grid)
+    return sweeps, param_sweeps
 
 
 def sweep_grid(start: float, stop: float, step: float) -> np.ndarray:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from mechclaims.errors import MechclaimsError
-from mechclaims.registry import Measurement, Threshold, decide, sweep_grid
+from mechclaims.registry import Grid, Measurement, Threshold, decide, sweep_grid
 from mechclaims.results import measurement_from_json, threshold_from_json
 
 
@@ -51,8 +51,7 @@ def param_sweep(real: Measurement, null: Measurement | None, threshold: Threshol
     }
 
 
-def resweep(results: dict[str, Any], sweeps: dict[str, tuple[float, float, float]],
-            param_sweeps: dict[str, tuple[str, tuple[float, float, float]]]) -> dict[str, Any]:
+def resweep(results: dict[str, Any], sweeps: dict[str, Grid], param_sweeps: dict[str, tuple[str, Grid]]) -> dict[str, Any]:
     """Saved results with the named claims swept again from their saved distributions (no model loads).
 
     A claim given only a parameter sweep keeps the threshold grid it was saved with. Rows without a

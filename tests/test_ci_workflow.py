@@ -45,3 +45,14 @@ def test_runs_the_main_job_per_model_and_uploads_its_report(job: dict[str, Any])
     assert len(upload) == 1 and upload[0]["if"] == "always()"
     assert upload[0]["with"]["path"] == "reports/${{ matrix.model }}"
     assert "download.pytorch.org/whl/cpu" in job["env"]["PIP_EXTRA_INDEX_URL"]
+
+
+def test_bundled_models_are_compared_with_their_committed_baselines(job: dict[str, Any]) -> None:
+    """A step per model runs only the regression items (measurements come from the cache the claims step
+    filled), for every model that has a baseline; the bundled models have one."""
+    (step,) = [step for step in job["steps"] if "-m regression" in step.get("run", "")]
+    assert step["if"].startswith("always()") and "reports/baselines/{0}.json" in step["if"]
+    assert '--model "${{ matrix.model }}"' in step["run"]
+    baselines = WORKFLOW.parents[2] / "reports" / "baselines"
+    for name in BUNDLED:
+        assert (baselines / f"{name}.json").is_file()

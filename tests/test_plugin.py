@@ -46,12 +46,15 @@ def _results(pytester: pytest.Pytester) -> dict:
         (["--threshold", "knittel2024.embed_raw_orthogonal"], "use --threshold CLAIM=VALUE"),
         (["--threshold", "knittel2024.embed_raw_orthogonal=abc"], "is not a number"),
         (["--threshold", "knittel2024.embed_raw_orthogonal=nan"], "must be finite"),
-        (["--sweep", "knittel2024.embed_raw_orthogonal=1:2"], "use --sweep CLAIM=START:STOP:STEP"),
+        (["--sweep", "knittel2024.embed_raw_orthogonal=1:2"], "use --sweep CLAIM=START:STOP:STEP or"),
         (["--sweep", "knittel2024.embed_raw_orthogonal=2:1:0.5"], "START <= STOP"),
         (["--model", "not a spec!!"], "unknown model spec"),
         (["--model", "/no/such/folder"], "does not exist"),
         (["--threshold", "nobody.claim=1"], "unknown claim 'nobody.claim'"),
         (["--models-file", "/no/such/models.txt"], "--models-file /no/such/models.txt cannot be read"),
+        (["--baseline", "/no/such/baselines"], "--baseline /no/such/baselines is not a directory"),
+        (["--sweep", "knittel2024.mlp0_token_bundles:=1:2:1"], "use --sweep CLAIM=START:STOP:STEP or CLAIM:PARAM="),
+        (["--sweep", "nobody.claim:max_tokens=1:2:1"], "unknown claim 'nobody.claim'"),
     ],
 )
 def test_bad_options_are_one_line_usage_errors(

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from mechclaims.report import render_report
+from tests.test_plugin import CLAIMS_DIR
 from tests.test_report_html import SCRIPT_TOKEN, synthetic_results
 
 pytestmark = pytest.mark.browser
@@ -69,22 +70,49 @@ window.addEventListener("load", () => {
 </script>"""
 
 
+def _decoded_images(chromium: str, report: Path, profile: Path) -> list[tuple[str, bool]]:
+    """(alt, decoded) for every image of the report once the browser has loaded it."""
+    probed = report.with_name("probed.html")
+    probed.write_text(report.read_text().replace("</body>", IMAGE_PROBE + "</body>"))
+    dom = _chromium(chromium, profile, "--virtual-time-budget=10000", "--dump-dom", probed.as_uri()).stdout
+    images = re.search(r'data-images="([^"]*)"', dom)
+    assert images is not None, "the page did not finish loading"
+    return [(alt, loaded) for alt, loaded in json.loads(html.unescape(images.group(1)))]
+
+
 def test_sweeps_and_model_columns_render_as_pictures(chromium: str, tmp_path: Path) -> None:
     """Every figure (sweep curves per model, the heatmap) decodes in the browser, the matrix has a column
     per model and marks the result that changed since its baseline."""
     results = synthetic_results()
     report = tmp_path / "report.html"
     render_report(results, report)
-    probed = tmp_path / "probed.html"
-    probed.write_text(report.read_text().replace("</body>", IMAGE_PROBE + "</body>"))
-    dom = _chromium(chromium, tmp_path / "profile", "--virtual-time-budget=10000", "--dump-dom",
-                    probed.as_uri()).stdout
-    images = re.search(r'data-images="([^"]*)"', dom)
-    assert images is not None, "the page did not finish loading"
-    decoded = json.loads(html.unescape(images.group(1)))
+    decoded = _decoded_images(chromium, report, tmp_path / "profile")
     assert len(decoded) == 10 and all(loaded for _, loaded in decoded)
     alts = [alt for alt, _ in decoded]
     assert "sweep of the threshold on 2 models" in alts and "sweep of the cut-off and max_tokens" in alts
+    dom = report.read_text()
     header = re.search(r'<table id="matrix">\s*<thead>(.*?)</thead>', dom, flags=re.S)
     assert header is not None and len(re.findall(r"<th>", header.group(1))) == 2 + len(results["models"])
     assert len(re.findall(r'class="changed"', dom)) == 1
+
+
+def test_a_real_two_model_run_with_sweeps_renders(chromium: str, pytester: pytest.Pytester, tiny_gpt2_dir: Path,
+                                                  tiny_llama_dir: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The claims on two checkpoints with a threshold sweep and a cut-off x max_tokens sweep: the report's
+    matrix has both columns, and every figure, the per-model sweep and the heatmaps among them, decodes."""
+    shutil.copy(CLAIMS_DIR / "test_knittel2024_vsa.py", pytester.path)
+    monkeypatch.setenv("MECHCLAIMS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    claim = "knittel2024.mlp0_token_bundles"
+    pytester.runpytest_subprocess("-p", "mechclaims.plugin", "--model", str(tiny_gpt2_dir), "--model",
+                                  str(tiny_llama_dir), "-k", "mlp0_token or wout", "--sweep", f"{claim}=0.2:0.8:0.1",
+                                  "--sweep", f"{claim}:max_tokens=1:9:2")
+    report = pytester.path / "reports" / "report.html"
+    decoded = _decoded_images(chromium, report, tmp_path / "profile")
+    assert decoded and all(loaded for _, loaded in decoded)
+    alts = [alt for alt, _ in decoded]
+    assert alts.count("sweep of the threshold on 2 models") == 2
+    assert alts.count("sweep of the cut-off and max_tokens") == 4
+    header = re.search(r'<table id="matrix">\s*<thead>(.*?)</thead>', report.read_text(), flags=re.S)
+    assert header is not None and str(tiny_gpt2_dir) in header.group(1) and str(tiny_llama_dir) in header.group(1)

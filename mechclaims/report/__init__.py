@@ -65,8 +65,8 @@ def _figures(result: dict[str, Any]) -> list[dict[str, str]]:
                     "uri": figures.measurement_curve(curve, null.get("curves", {}).get(name))})
     sweep = result.get("sweep")
     if sweep:
-        x, axis = _sweep_axis(threshold, sweep["axis"])
-        out.append({"alt": "sweep of the threshold", "uri": figures.sweep_curve(sweep["points"], x, axis)})
+        out.append({"alt": "sweep of the threshold",
+                    "uri": figures.sweep_curve(sweep["points"], _threshold_marks(threshold, sweep["axis"]))})
     grid = result.get("param_sweep")
     if grid:
         param_value = (result.get("params") or {}).get(grid["param"])
@@ -75,11 +75,12 @@ def _figures(result: dict[str, Any]) -> list[dict[str, str]]:
     return out
 
 
-def _sweep_axis(threshold: dict[str, Any], axis: str) -> tuple[float, str]:
-    """The claim's own position on a sweep's axis, and the axis label."""
+def _threshold_marks(threshold: dict[str, Any], axis: str) -> figures.ThresholdMarks:
+    """The claim's threshold on a sweep's axis: its cut-off and value for fractions, else its value."""
+    whose = "overridden" if threshold.get("overridden") else threshold["origin"]
     if axis == "at":
-        return threshold["at"], f"{threshold['statistic']} cut-off"
-    return threshold["value"], "threshold value"
+        return figures.ThresholdMarks(threshold["at"], threshold["value"], f"{threshold['statistic']} cut-off", whose)
+    return figures.ThresholdMarks(threshold["value"], None, "threshold value", whose)
 
 
 def _sweep_comparison(rows: list[dict[str, Any]]) -> dict[str, str] | None:
@@ -88,9 +89,9 @@ def _sweep_comparison(rows: list[dict[str, Any]]) -> dict[str, str] | None:
     axes = {row["result"]["sweep"]["axis"] for row in swept}
     if len(swept) < 2 or len(axes) != 1:
         return None
-    x, label = _sweep_axis(swept[0]["result"]["threshold"], axes.pop())
+    marks = _threshold_marks(swept[0]["result"]["threshold"], axes.pop())
     curves = {row["model"]: row["result"]["sweep"]["points"] for row in swept}
-    return {"alt": f"sweep of the threshold on {len(curves)} models", "uri": figures.sweep_comparison(curves, x, label)}
+    return {"alt": f"sweep of the threshold on {len(curves)} models", "uri": figures.sweep_comparison(curves, marks)}
 
 
 def _statistics_rows(result: dict[str, Any]) -> list[dict[str, Any]]:

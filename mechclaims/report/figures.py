@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+from dataclasses import dataclass
 from typing import Any
 
 import matplotlib
@@ -13,6 +14,25 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 VERDICT_COLOURS = {"PASS": "#2e7d32", "FAIL": "#c62828", "TRIVIAL": "#f9a825"}
+
+
+@dataclass(frozen=True)
+class ThresholdMarks:
+    """Where a claim's threshold sits on a sweep: `x` on the swept axis (the cut-off, or the value), `y`
+    the value the swept fraction must meet (None when the value itself is swept); `whose` labels it
+    ("paper", "suite" or "overridden")."""
+
+    x: float
+    y: float | None
+    axis_label: str
+    whose: str
+
+    def draw(self, axes: Any) -> None:
+        vertical = "threshold" if self.y is None else "cut-off"
+        axes.axvline(self.x, color="black", linestyle="--", linewidth=1, label=f"{self.whose} {vertical}")
+        if self.y is not None:
+            axes.axhline(self.y, color="black", linestyle="-.", linewidth=0.8, label=f"{self.whose} value")
+        axes.set_xlabel(self.axis_label)
 
 
 def _png_uri(figure: Any) -> str:
@@ -47,7 +67,7 @@ def _interval_band(axes: Any, xs: list[float], intervals: list[Any], colour: str
                           linewidth=0)
 
 
-def sweep_curve(points: list[dict[str, Any]], threshold_x: float, axis_label: str) -> str:
+def sweep_curve(points: list[dict[str, Any]], marks: ThresholdMarks) -> str:
     """Statistic against the swept threshold, real and null (95% bands for fractions), markers coloured by verdict."""
     figure, axes = plt.subplots(figsize=(5, 3))
     xs = [p["x"] for p in points]
@@ -57,8 +77,7 @@ def sweep_curve(points: list[dict[str, Any]], threshold_x: float, axis_label: st
     if all(p["null_statistic"] is not None for p in points):
         axes.plot(xs, [p["null_statistic"] for p in points], color="#9e9e9e", linestyle=":", label="null")
         _interval_band(axes, xs, [p.get("null_interval") for p in points], "#9e9e9e")
-    axes.axvline(threshold_x, color="black", linestyle="--", linewidth=1, label="claim's threshold")
-    axes.set_xlabel(axis_label)
+    marks.draw(axes)
     axes.set_ylabel("statistic")
     axes.legend(fontsize=7)
     return _png_uri(figure)
@@ -76,7 +95,7 @@ def measurement_curve(real: dict[str, Any], null: dict[str, Any] | None) -> str:
     return _png_uri(figure)
 
 
-def sweep_comparison(curves: dict[str, list[dict[str, Any]]], threshold_x: float, axis_label: str) -> str:
+def sweep_comparison(curves: dict[str, list[dict[str, Any]]], marks: ThresholdMarks) -> str:
     """One claim's sweep across models: each model's statistic (solid) and its null (dotted, same colour)."""
     figure, axes = plt.subplots(figsize=(6, 3.4))
     for index, (model, points) in enumerate(curves.items()):
@@ -86,8 +105,7 @@ def sweep_comparison(curves: dict[str, list[dict[str, Any]]], threshold_x: float
         if all(p["null_statistic"] is not None for p in points):
             axes.plot(xs, [p["null_statistic"] for p in points], color=colour, linestyle=":", linewidth=1,
                       label=f"{model} null")
-    axes.axvline(threshold_x, color="black", linestyle="--", linewidth=1, label="claim's threshold")
-    axes.set_xlabel(axis_label)
+    marks.draw(axes)
     axes.set_ylabel("statistic")
     axes.legend(fontsize=6)
     return _png_uri(figure)
