@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 CLAIMS_DIR = Path(__file__).resolve().parents[1] / "claims"
@@ -204,3 +205,19 @@ def test_planted_control_passes_and_its_random_twin_fails(suite: pytest.Pytester
     result.assert_outcomes(passed=1, failed=1)
     verdicts = {r["model"]: r["verdict"] for r in _results(suite)["results"]}
     assert verdicts == {"planted:bundles": "PASS", "planted:random-neurons": "FAIL"}
+
+
+def test_two_parameter_sweep_is_recorded_and_impossible_ones_fail_in_one_line(suite: pytest.Pytester,
+                                                                              tiny_gpt2_dir: Path) -> None:
+    """cut-off x max_tokens from the one measurement (fractions grow with max_tokens); a parameter sweep of
+    a claim whose statistic is a single number fails that claim with the fix."""
+    claim = "knittel2024.mlp0_token_bundles"
+    result = _run(suite, "--model", str(tiny_gpt2_dir), "-k", "mlp0_token or embed_raw", "--sweep",
+                  f"{claim}:max_tokens=1:9:2", "--sweep", "knittel2024.embed_raw_orthogonal:max_tokens=1:2:1")
+    result.stdout.fnmatch_lines(["*a sweep over 'max_tokens' needs a fraction statistic*sweep its threshold alone"])
+    rows = {row["claim"]: row for row in _results(suite)["results"]}
+    assert rows["knittel2024.embed_raw_orthogonal"]["verdict"] == "ERROR"
+    grid = rows[claim]["param_sweep"]
+    assert grid["param"] == "max_tokens" and grid["y"] == [1.0, 3.0, 5.0, 7.0, 9.0]
+    assert len(grid["statistic"]) == 5 and all(len(row) == len(rows[claim]["sweep"]["points"]) for row in grid["statistic"])
+    assert np.all(np.diff(np.asarray(grid["statistic"]), axis=0) >= 0)
