@@ -27,10 +27,10 @@ def _report(args: argparse.Namespace) -> None:
 
 
 def _sweep(args: argparse.Namespace) -> None:
+    from mechclaims.atomic import atomic_write_text
     from mechclaims.registry import parse_sweeps
     from mechclaims.report import render_report
     from mechclaims.results import RESULTS_INDENT, load_results, merge_results
-    from mechclaims.atomic import atomic_write_text
     from mechclaims.sweeps import resweep
 
     sweeps, param_sweeps = parse_sweeps(args.sweep)

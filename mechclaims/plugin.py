@@ -197,6 +197,7 @@ class Reporter:
             "resolved_from": model.resolved_from or self.options.resolved_from.get(model.name),
             "fingerprint": model.fingerprint,
             "capabilities": model.capabilities.to_json(),
+            "initialised_at_load": list(model.initialised_at_load),
         }
 
     def add(self, claim: Claim, spec: str, model_name: str, **result: Any) -> dict[str, Any]:

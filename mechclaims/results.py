@@ -2,7 +2,8 @@
 
 Schema "mechclaims.results/1":
   run:     id, started, finished, versions{...}, git_revision, machine, threads, argv
-  models:  {name: {resolved_from, fingerprint, capabilities}}
+  models:  {name: {resolved_from, fingerprint, capabilities, initialised_at_load (parameters the
+            checkpoint lacked)}}
   claims:  {id: {paper, section, statement, rationale, params, threshold{statistic, op, value, at,
             origin}, trivial_if_null_passes, null, tolerance}}
   results: [{model, claim, verdict, reason, statistic, null_statistic, interval, null_interval (Wilson 95%

@@ -19,10 +19,12 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from transformers import BertConfig, BertModel
 
 from mechclaims.errors import MechclaimsError
 from mechclaims.models import Capabilities, Model, Weights, check_spec, load_model, loading, resolve_auto
 from mechclaims.models.model import NORM_GAINS
+from tests.conftest import TINY_VOCAB_SIZE, _tiny_tokenizer
 
 T = TypeVar("T")
 SCRIPT_TOKEN = "<script>alert(1)</script>"
@@ -498,3 +500,21 @@ def test_random_minilm_keeps_shapes_not_weights(minilm: Model, random_minilm: Mo
     assert random_minilm.capabilities == minilm.capabilities
     assert _shapes(random_minilm.weights("raw")) == MINILM_SHAPES
     assert SHA256.fullmatch(random_minilm.fingerprint) and random_minilm.fingerprint != minilm.fingerprint
+
+
+def test_loads_of_a_checkpoint_without_its_head_are_identical_and_name_what_was_missing(tmp_path: Path) -> None:
+    """A BERT saved without its masked-LM head (as sentence-embedding models are): the head is initialised at
+    load, under a fixed seed, so two loads share one fingerprint; the missing parameters are listed, and the
+    caller's random state is left as it was."""
+    torch.manual_seed(3)
+    config = BertConfig(vocab_size=TINY_VOCAB_SIZE, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=32)
+    BertModel(config, add_pooling_layer=False).save_pretrained(tmp_path, safe_serialization=True)
+    _tiny_tokenizer().save_pretrained(tmp_path)
+    state = torch.random.get_rng_state()
+    first, second = load_model(str(tmp_path)), load_model(str(tmp_path))
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert first.fingerprint == second.fingerprint
+    assert "cls.predictions.transform.dense.weight" in first.initialised_at_load
+    assert not any(key.startswith("bert.") for key in first.initialised_at_load)
+    assert load_model(f"random:{tmp_path}").initialised_at_load == ()

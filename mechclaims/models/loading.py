@@ -21,7 +21,7 @@ import torch
 
 from mechclaims.errors import MechclaimsError
 from mechclaims.models.controls import planted_bundles, redrawn, word_tokenizer
-from mechclaims.models.model import Model, capabilities_of, checked_fingerprint
+from mechclaims.models.model import Model, capabilities_of, checked_fingerprint, initialised_at_load
 
 DEFAULT_HUB_MODEL = "gpt2"
 FALLBACK_MODEL = "smollm2-135m"
@@ -224,6 +224,12 @@ def _boot(spec: str) -> Any:
     return _boot_hub(spec)
 
 
+LOAD_SEED = 0
+"""Parameters a checkpoint lacks (the masked-LM head of a sentence-embedding BERT such as minilm-l6) are
+initialised at load; under this seed every load of one checkpoint is identical, so its fingerprint,
+cache entries and baselines are stable."""
+
+
 def load_model(spec: str) -> Model:
     """Load a model spec (see DESIGN.md, Models); raises MechclaimsError with a one-line fix."""
     from transformer_lens.model_bridge import TransformerBridge
@@ -237,7 +243,9 @@ def load_model(spec: str) -> Model:
     if base == "auto":
         resolved_from, base = "auto", resolve_auto()
     try:
-        bridge = _boot(base)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(LOAD_SEED)
+            bridge = _boot(base)
     except ImportError as exc:
         raise MechclaimsError(f"loading {base!r} needs a missing package ({exc.name}): {MODELS_EXTRA_HINT}") from None
     except (OSError, ValueError, RuntimeError) as exc:
@@ -245,6 +253,7 @@ def load_model(spec: str) -> Model:
         raise MechclaimsError(f"could not load model {base!r}: {first[:200]}; {BUNDLED_HINT}") from None
     name = base
     fingerprint = checked_fingerprint(bridge.original_model, name)
+    untrained = initialised_at_load(bridge.original_model)
     if match:
         seed = int(match.group("seed") or 0)
         name = f"random:{base}" if seed == 0 else f"random@{seed}:{base}"
@@ -252,6 +261,7 @@ def load_model(spec: str) -> Model:
             name, hf_model=redrawn(bridge.original_model, seed), tokenizer=bridge.tokenizer
         )
         fingerprint = checked_fingerprint(bridge.original_model, name)
+        untrained = ()
     bridge.eval()
     return Model(
         name=name,
@@ -260,4 +270,5 @@ def load_model(spec: str) -> Model:
         capabilities=capabilities_of(bridge),
         fingerprint=fingerprint,
         resolved_from=resolved_from,
+        initialised_at_load=untrained,
     )

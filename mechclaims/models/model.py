@@ -135,14 +135,27 @@ def capabilities_of(bridge: Any) -> Capabilities:
     )
 
 
+def checkpoint_name(key: str) -> str:
+    """A parameter's name in the checkpoint: TransformerBridge's `_original_component` wrappers dropped."""
+    return key.replace("._original_component", "").replace("_original_component.", "")
+
+
+def initialised_at_load(module: torch.nn.Module) -> tuple[str, ...]:
+    """Parameters the checkpoint did not hold, which transformers initialised at load (it marks every
+    parameter it loads with `_is_hf_initialized`); empty for a model built in code, which has no marks."""
+    named = {checkpoint_name(k): p for k, p in module.named_parameters()}
+    if not any(getattr(p, "_is_hf_initialized", False) for p in named.values()):
+        return ()
+    return tuple(sorted(k for k, p in named.items() if not getattr(p, "_is_hf_initialized", False)))
+
+
 def checked_fingerprint(module: torch.nn.Module, name: str) -> str:
     """sha256 over every parameter's float32 bytes in name order; rejects non-finite weights.
 
-    Names are the checkpoint's own: TransformerBridge's `_original_component` wrappers are dropped.
+    Names are the checkpoint's own (`checkpoint_name`).
     """
     digest = hashlib.sha256()
-    named = {k.replace("._original_component", "").replace("_original_component.", ""): v
-             for k, v in module.state_dict().items()}
+    named = {checkpoint_name(k): v for k, v in module.state_dict().items()}
     for key, tensor in sorted(named.items()):
         if not tensor.is_floating_point():
             continue
@@ -160,7 +173,8 @@ def checked_fingerprint(module: torch.nn.Module, name: str) -> str:
 
 @dataclass
 class Model:
-    """One model as the claims see it. `name` is what reports show; `resolved_from` notes `auto`."""
+    """One model as the claims see it. `name` is what reports show; `resolved_from` notes `auto`;
+    `initialised_at_load` names parameters the checkpoint lacked: untrained, shown in the report."""
 
     name: str
     bridge: Any
@@ -168,6 +182,7 @@ class Model:
     capabilities: Capabilities
     fingerprint: str
     resolved_from: str | None = None
+    initialised_at_load: tuple[str, ...] = ()
     _weights: dict[str, Weights] = field(default_factory=dict, repr=False)
 
     def weights(self, processing: Processing = "raw") -> Weights:
