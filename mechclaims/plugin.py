@@ -389,11 +389,10 @@ def _sweeps(options: Options, claim: Claim, threshold: Threshold, real: Measurem
     return sweep, param_sweep(real, null, threshold, grid, param, param_grid, claim.trivial_if_null_passes)
 
 
-def _evaluate(request: pytest.FixtureRequest, claim: Claim, spec: str) -> dict[str, Any]:
+def _evaluate(request: pytest.FixtureRequest, pool: ModelPool, claim: Claim, spec: str) -> dict[str, Any]:
     """Load, check applicability, measure (cached), threshold, sweep, compare with the baseline and
     record: the claim's results row. An unexpected exception is recorded as ERROR and re-raised."""
     reporter = request.config.stash[REPORTER]
-    pool = request.config.stash[POOL]
     options = reporter.options
     overridden = claim.id in options.thresholds
     threshold = replace(claim.threshold, value=options.thresholds[claim.id]) if overridden else claim.threshold
@@ -433,16 +432,16 @@ def _measured_row(options: Options, claim: Claim, spec: str, threshold: Threshol
             "param_sweep": grid_sweep}
 
 
-def _row(request: pytest.FixtureRequest) -> tuple[Claim, dict[str, Any]]:
+def _row(request: pytest.FixtureRequest, pool: ModelPool) -> tuple[Claim, dict[str, Any]]:
     """This item's claim and its row: recorded by an earlier item of this process, else evaluated now."""
     claim, spec = request.node.stash[CLAIM_KEY]
     row = request.config.stash[REPORTER].by_item.get((claim.id, spec))
-    return claim, row if row is not None else _evaluate(request, claim, spec)
+    return claim, row if row is not None else _evaluate(request, pool, claim, spec)
 
 
 def _run_claim(request: pytest.FixtureRequest, mechclaims_models: ModelPool) -> None:
     """The generic claim test: the claim's verdict as a pytest outcome (ERROR and FAIL fail, N/A skips)."""
-    claim, row = _row(request)
+    claim, row = _row(request, mechclaims_models)
     verdict = Verdict(row["verdict"])
     if verdict is Verdict.ERROR:
         pytest.fail(row["reason"], pytrace=False)
@@ -469,7 +468,7 @@ def _options(request: pytest.FixtureRequest) -> Options:
 def _check_regression(request: pytest.FixtureRequest, mechclaims_models: ModelPool) -> None:
     """regression[<claim>][<model>]: fails when the result moved from its baseline beyond tolerance or
     changed verdict; different weights and claims without a recorded entry are skips that say so."""
-    _, row = _row(request)
+    _, row = _row(request, mechclaims_models)
     comparison = row["baseline"]
     if comparison is None and row["verdict"] == Verdict.ERROR.value:
         pytest.fail(row["reason"], pytrace=False)

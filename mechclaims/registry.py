@@ -132,7 +132,9 @@ class Threshold:
         return f"{left} {self.op} {self.value:g}"
 
     def sweep_grid(self, override: Grid | None = None) -> np.ndarray:
-        return sweep_grid(*(override or self.sweep or (self.value, self.value, 1.0)))
+        """The override grid, else the declared sweep, else this threshold's own point on the swept axis."""
+        own = self.at if self.at is not None else self.value
+        return sweep_grid(*(override or self.sweep or (own, own, 1.0)))
 
 
 @dataclass(frozen=True)

@@ -75,7 +75,7 @@ def resweep(results: dict[str, Any], sweeps: dict[str, Grid], param_sweeps: dict
         elif row.get("sweep"):
             grid = [point["x"] for point in row["sweep"]["points"]]
         else:
-            grid = [threshold.at if threshold.at is not None else threshold.value]
+            grid = [float(x) for x in threshold.sweep_grid()]
         updated = {**row, "sweep": threshold_sweep(real, null, threshold, grid, trivial)}
         if claim_id in param_sweeps:
             param, param_grid = param_sweeps[claim_id]

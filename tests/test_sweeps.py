@@ -118,3 +118,10 @@ def test_sweep_command_errors_are_one_line(tmp_path: Path, capsys: Any, sweep: s
     error = capsys.readouterr().err.strip()
     assert message in error and "\n" not in error
     assert not (tmp_path / "x.html").exists()
+
+
+def test_without_a_grid_a_sweep_is_the_thresholds_own_point() -> None:
+    """A parameter sweep alone keeps the claim's cut-off (fractions) or value (other statistics)."""
+    assert THRESHOLD.sweep_grid().tolist() == [0.5]
+    assert Threshold(statistic="mean", op=">", value=0.3, origin="suite").sweep_grid().tolist() == [0.3]
+    assert THRESHOLD.sweep_grid((0.1, 0.3, 0.1)).tolist() == [0.1, 0.2, 0.3]
