@@ -8,17 +8,20 @@ functions of their key, so whichever rename lands last holds the same content.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib
 import inspect
 import json
 import os
+import pkgutil
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import platformdirs
 
-from mechclaims import __version__
+from mechclaims import __version__, metrics
 from mechclaims.atomic import atomic_write
 from mechclaims.registry import Measurement
 
@@ -29,11 +32,25 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV) or platformdirs.user_cache_dir("mechclaims"))
 
 
+SHARED_MODULES = ("mechclaims.models.model", "mechclaims.registry")
+"""Code every measurement depends on besides its metric modules: weight extraction and the nulls."""
+
+
+@functools.lru_cache(maxsize=None)
+def _source_hash(module_name: str) -> str:
+    """sha256 of a module's source, read once per process (an edit during a run does not change it)."""
+    module = importlib.import_module(module_name)
+    return hashlib.sha256(inspect.getsource(module).encode()).hexdigest()
+
+
 def code_version(measure: Callable[..., Any]) -> str:
-    """The package version plus a hash of the module that defines the measurement."""
-    module = inspect.getmodule(measure)
-    source = inspect.getsource(module) if module is not None else measure.__qualname__
-    return f"{__version__}+{hashlib.sha256(source.encode()).hexdigest()[:12]}"
+    """The package version plus one hash over the measurement's module, every module of
+    `mechclaims.metrics` (metrics share helpers) and SHARED_MODULES, so a change anywhere a measurement
+    reads makes new cache keys."""
+    names = {measure.__module__, *SHARED_MODULES,
+             *(f"{metrics.__name__}.{info.name}" for info in pkgutil.iter_modules(metrics.__path__))}
+    digest = hashlib.sha256("".join(_source_hash(name) for name in sorted(names)).encode()).hexdigest()
+    return f"{__version__}+{digest[:12]}"
 
 
 def cache_key(fingerprint: str, measure: Callable[..., Any], params: dict[str, Any], role: str) -> str:
