@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 import traceback
@@ -174,6 +175,7 @@ class ModelPool:
 
 
 WORKER_OUTPUT = "mechclaims"
+CLAIM_ITEM_ID = re.compile(r"^([a-z0-9_]+\.[a-z0-9_]+)\[")
 
 
 class Reporter:
@@ -330,9 +332,8 @@ def _item(collector: pytest.Collector, name: str, test: Any, claim: Claim, spec:
     return item
 
 
-def pytest_collection_finish(session: pytest.Session) -> None:
-    options = session.config.stash[REPORTER].options
-    known = {item.stash[CLAIM_KEY][0].id for item in session.items if CLAIM_KEY in item.stash}
+def _check_claim_names(options: Options, known: set[str]) -> None:
+    """--threshold and --sweep must name collected claims (a usage error names the choices)."""
     if not known:
         return
     for option, names in (("--threshold", options.thresholds), ("--sweep", options.sweeps),
@@ -340,6 +341,20 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         unknown = sorted(set(names) - known)
         if unknown:
             raise pytest.UsageError(f"{option} names unknown claim {unknown[0]!r}: choose from {', '.join(sorted(known))}")
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Checked where items are collected, except in pytest-xdist workers: their controller checks."""
+    if not hasattr(session.config, "workerinput"):
+        _check_claim_names(session.config.stash[REPORTER].options,
+                           {item.stash[CLAIM_KEY][0].id for item in session.items if CLAIM_KEY in item.stash})
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
+    """The controller's check of the claims a worker collected (item ids `<file>::<claim-id>[<model>]`)."""
+    names = {CLAIM_ITEM_ID.match(item_id.rpartition("::")[2]) for item_id in ids}
+    _check_claim_names(node.config.stash[REPORTER].options, {match.group(1) for match in names if match})
 
 
 @pytest.fixture(scope="session")

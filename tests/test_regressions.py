@@ -136,6 +136,14 @@ def test_xdist_workers_write_one_report_with_every_model(project: pytest.Pyteste
     assert all(r["baseline"]["status"] == "unchanged" for r in serial["results"])
 
 
+def test_unknown_claims_are_a_usage_error_under_xdist_too(project: pytest.Pytester, tiny_gpt2_dir: Path) -> None:
+    """Workers collect, the controller names the unknown claim in one line (no INTERNALERROR)."""
+    result = _run(project, "--model", str(tiny_gpt2_dir), "-n", "2", "--threshold", "nobody.claim=1")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: --threshold names unknown claim 'nobody.claim': choose from {CLAIM}"])
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+
+
 def _hammer(directory: str) -> list[int]:
     """Write and read one cache entry many times; returns the sizes of what each read returned."""
     cache = MeasurementCache(Path(directory))
