@@ -58,7 +58,8 @@ class Options:
 
     `param_sweeps` maps a claim to the parameter of its two-parameter sweep and that parameter's grid.
     `baseline_dir` is where baselines are compared (and, with `update_baselines`, written); None: no
-    comparison.
+    comparison. `baselines` holds each model's baseline as read (None: none recorded; a string: why it
+    cannot be read).
     """
 
     models: list[str]
@@ -72,6 +73,7 @@ class Options:
     update_baselines: bool = False
     auto_note: str | None = None
     resolved_from: dict[str, str] = field(default_factory=dict)
+    baselines: dict[str, dict[str, Any] | str | None] = field(default_factory=dict)
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Options:
@@ -122,14 +124,19 @@ class Options:
                 and baseline_file(self.baseline_dir, spec).is_file())
 
     def compare_with_baseline(self, row: dict[str, Any], model: Model, tolerance: float) -> dict[str, Any] | None:
-        """The row against the model's baseline (None without one); an unreadable baseline is a regression."""
+        """The row against the model's baseline (None without one); an unreadable baseline is a regression.
+        Each model's baseline file is read once per run."""
         if self.baseline_dir is None:
             return None
+        if model.name not in self.baselines:
+            try:
+                self.baselines[model.name] = load_baseline(self.baseline_dir, model.name)
+            except MechclaimsError as exc:
+                self.baselines[model.name] = str(exc)
+        baseline = self.baselines[model.name]
+        if isinstance(baseline, str):
+            return Comparison(REGRESSION, baseline).to_json()
         source = baseline_file(self.baseline_dir, model.name)
-        try:
-            baseline = load_baseline(self.baseline_dir, model.name)
-        except MechclaimsError as exc:
-            return Comparison(REGRESSION, str(exc)).to_json()
         return None if baseline is None else compare(row, model.fingerprint, baseline, source, tolerance).to_json()
 
 
@@ -430,10 +437,9 @@ def _evaluate(request: pytest.FixtureRequest, pool: ModelPool, claim: Claim, spe
             reporter.add(claim, spec, model.name, verdict=Verdict.ERROR.value, reason=f"{type(exc).__name__}: {exc}",
                          traceback=traceback.format_exc(), **base)
             raise
-    row["seconds"] = time.perf_counter() - started
-    row["baseline"] = options.compare_with_baseline({"model": model.name, "claim": claim.id, **ROW_DEFAULTS, **row},
-                                                    model, claim.tolerance)
-    return reporter.add(claim, spec, model.name, **row)
+    row = reporter.add(claim, spec, model.name, seconds=time.perf_counter() - started, **row)
+    row["baseline"] = options.compare_with_baseline(row, model, claim.tolerance)
+    return row
 
 
 def _measured_row(options: Options, claim: Claim, spec: str, threshold: Threshold, pool: ModelPool) -> dict[str, Any]:
