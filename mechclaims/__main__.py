@@ -22,27 +22,28 @@ def _report(args: argparse.Namespace) -> None:
     from mechclaims.report import render_report
     from mechclaims.results import load_results, merge_results
 
-    render_report(merge_results([load_results(path) for path in args.results]), args.out)
+    render_report(merge_results([load_results(path) for path in args.results]).to_json(), args.out)
     print(f"wrote {args.out}")
 
 
 def _sweep(args: argparse.Namespace) -> None:
     from mechclaims.atomic import atomic_write_text
-    from mechclaims.registry import parse_sweeps
+    from mechclaims.arguments import parse_sweeps
     from mechclaims.report import render_report
     from mechclaims.results import RESULTS_INDENT, load_results, merge_results
     from mechclaims.sweeps import resweep
 
     sweeps, param_sweeps = parse_sweeps(args.sweep)
     swept = resweep(merge_results([load_results(path) for path in args.results]), sweeps, param_sweeps)
-    for row in swept["results"]:
-        if row["claim"] in {*sweeps, *param_sweeps} and row.get("sweep"):
-            points = ", ".join(f"{p['x']:g}: {p['statistic']:.4g} {p['verdict']}" for p in row["sweep"]["points"])
-            print(f"{row['claim']} on {row['model']}: {points}")
+    for row in swept.results:
+        if row.claim in {*sweeps, *param_sweeps} and row.sweep is not None:
+            points = ", ".join(f"{p.x:g}: {p.statistic:.4g} {p.verdict}" for p in row.sweep.points)
+            print(f"{row.claim} on {row.model}: {points}")
+    data = swept.to_json()
     if args.json is not None:
-        atomic_write_text(args.json, json.dumps(swept, indent=RESULTS_INDENT))
+        atomic_write_text(args.json, json.dumps(data, indent=RESULTS_INDENT))
         print(f"wrote {args.json}")
-    render_report(swept, args.out)
+    render_report(data, args.out)
     print(f"wrote {args.out}")
 
 

@@ -13,16 +13,23 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from mechclaims.atomic import atomic_write_text
 from mechclaims.errors import MechclaimsError
+from mechclaims.results import (
+    DIFFERENT_WEIGHTS,
+    NOT_RECORDED,
+    REGRESSION,
+    UNCHANGED,
+    Comparison,
+    Result,
+    RunRecord,
+)
 
 SCHEMA = "mechclaims.baseline/1"
 DEFAULT_DIR = Path("reports") / "baselines"
-UNCHANGED, REGRESSION, DIFFERENT_WEIGHTS, NOT_RECORDED = "unchanged", "regression", "different weights", "not recorded"
 
 
 def baseline_file(directory: Path, model: str) -> Path:
@@ -45,27 +52,27 @@ def load_baseline(directory: Path, model: str) -> dict[str, Any] | None:
     return data
 
 
-def _entry(row: dict[str, Any], tolerance: float) -> dict[str, Any]:
-    return {"statistic": row["statistic"], "null_statistic": row["null_statistic"], "verdict": row["verdict"],
-            "threshold": row["threshold"]["describe"], "params": row["params"], "tolerance": tolerance}
+def _entry(result: Result, tolerance: float) -> dict[str, Any]:
+    return {"statistic": result.statistic, "null_statistic": result.null_statistic, "verdict": result.verdict.value,
+            "threshold": result.threshold.describe(), "params": result.params, "tolerance": tolerance}
 
 
-def update_baselines(directory: Path, results: dict[str, Any]) -> list[Path]:
+def update_baselines(directory: Path, record: RunRecord) -> list[Path]:
     """Record every loaded model's results as its baseline (atomically, one file per model).
 
     Claims this run did not measure keep their recorded entries while the weights are the same;
     a model with new weights starts a fresh baseline.
     """
     written = []
-    for model, info in results["models"].items():
-        rows = [row for row in results["results"] if row["model"] == model]
+    run = record.provenance()
+    for model, info in record.models.items():
         try:
             previous = load_baseline(directory, model)
         except MechclaimsError:
             previous = None
         claims = previous["claims"] if previous and previous["fingerprint"] == info["fingerprint"] else {}
-        claims.update({row["claim"]: _entry(row, results["claims"][row["claim"]]["tolerance"]) for row in rows})
-        run = results["run"]
+        claims.update({result.claim: _entry(result, record.claims[result.claim]["tolerance"])
+                       for result in record.results if result.model == model})
         baseline = {
             "schema": SCHEMA,
             "model": model,
@@ -80,51 +87,59 @@ def update_baselines(directory: Path, results: dict[str, Any]) -> list[Path]:
     return written
 
 
-@dataclass(frozen=True)
-class Comparison:
-    """One result against its baseline: `status` is one of UNCHANGED, REGRESSION, DIFFERENT_WEIGHTS,
-    NOT_RECORDED; `message` says why, with old, new and tolerance."""
+class Baselines:
+    """The baselines in one folder, each model's file read once, on first use."""
 
-    status: str
-    message: str
-    old_statistic: float | None = None
-    new_statistic: float | None = None
-    old_verdict: str | None = None
-    new_verdict: str | None = None
-    tolerance: float | None = None
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        self._read: dict[str, dict[str, Any] | str | None] = {}
 
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+    def has(self, model: str) -> bool:
+        return baseline_file(self.directory, model).is_file()
+
+    def compare(self, result: Result, fingerprint: str, tolerance: float) -> Comparison | None:
+        """The result against its model's baseline (None without one); an unreadable baseline is a regression."""
+        if result.model not in self._read:
+            try:
+                self._read[result.model] = load_baseline(self.directory, result.model)
+            except MechclaimsError as exc:
+                self._read[result.model] = str(exc)
+        baseline = self._read[result.model]
+        if isinstance(baseline, str):
+            return Comparison(REGRESSION, baseline)
+        if baseline is None:
+            return None
+        return compare(result, fingerprint, baseline, baseline_file(self.directory, result.model), tolerance)
 
 
 def _number(value: float | None) -> str:
     return "none" if value is None else f"{value:.6g}"
 
 
-def compare(row: dict[str, Any], fingerprint: str, baseline: dict[str, Any], source: Path, tolerance: float) -> Comparison:
-    """Compare one results row (this run, the model with `fingerprint`) with `baseline` (read from `source`)."""
-    claim, model = row["claim"], row["model"]
+def compare(result: Result, fingerprint: str, baseline: dict[str, Any], source: Path, tolerance: float) -> Comparison:
+    """Compare one result (this run, the model with `fingerprint`) with `baseline` (read from `source`)."""
+    claim, model = result.claim, result.model
     entry = baseline["claims"].get(claim)
     if entry is None:
         return Comparison(NOT_RECORDED, f"{source} has no entry for {claim}: record one with --update-baselines")
-    old, new = entry["statistic"], row["statistic"]
+    old, new, verdict, threshold = entry["statistic"], result.statistic, result.verdict.value, result.threshold.describe()
     numbers = {"old_statistic": old, "new_statistic": new, "old_verdict": entry["verdict"],
-               "new_verdict": row["verdict"], "tolerance": tolerance}
+               "new_verdict": verdict, "tolerance": tolerance}
     if baseline["fingerprint"] != fingerprint:
         return Comparison(DIFFERENT_WEIGHTS, f"different weights: {model} now has fingerprint {fingerprint[:12]}, its "
                           f"baseline {source} was recorded on {baseline['fingerprint'][:12]}; not compared (re-record "
                           "with --update-baselines if the new weights are intended)", **numbers)
     reasons = []
-    same_threshold = entry["threshold"] == row["threshold"]["describe"]
-    if same_threshold and entry["verdict"] != row["verdict"]:
-        reasons.append(f"verdict {entry['verdict']} -> {row['verdict']}")
+    same_threshold = entry["threshold"] == threshold
+    if same_threshold and entry["verdict"] != verdict:
+        reasons.append(f"verdict {entry['verdict']} -> {verdict}")
     if (old is None) != (new is None) or (old is not None and abs(new - old) > tolerance):
         moved = "" if old is None or new is None else f", moved {new - old:+.3g}"
         reasons.append(f"statistic {_number(old)} -> {_number(new)}{moved}")
-    summary = f"old {_number(old)} ({entry['verdict']}), new {_number(new)} ({row['verdict']}), tolerance ±{tolerance:g}"
-    notes = [] if same_threshold else [f"threshold {entry['threshold']} -> {row['threshold']['describe']}, verdicts not compared"]
-    if entry["params"] != row["params"]:
-        notes.append(f"parameters {entry['params']} -> {row['params']}")
+    summary = f"old {_number(old)} ({entry['verdict']}), new {_number(new)} ({verdict}), tolerance ±{tolerance:g}"
+    notes = [] if same_threshold else [f"threshold {entry['threshold']} -> {threshold}, verdicts not compared"]
+    if entry["params"] != result.params:
+        notes.append(f"parameters {entry['params']} -> {result.params}")
     detail = "".join(f"; {note}" for note in notes) + f" (baseline {source}, git {(baseline['recorded']['git_revision'] or '?')[:10]})"
     if reasons:
         return Comparison(REGRESSION, f"regression of {claim} on {model}: {'; '.join(reasons)}: {summary}{detail}", **numbers)

@@ -10,40 +10,36 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mechclaims.baselines import (
-    DIFFERENT_WEIGHTS,
-    NOT_RECORDED,
-    REGRESSION,
-    UNCHANGED,
-    baseline_file,
-    compare,
-    load_baseline,
-    update_baselines,
-)
+from dataclasses import replace
+
+from mechclaims.baselines import baseline_file, compare, load_baseline, update_baselines
+from mechclaims.claim import Threshold, Verdict
 from mechclaims.errors import MechclaimsError
+from mechclaims.results import DIFFERENT_WEIGHTS, NOT_RECORDED, REGRESSION, UNCHANGED, Result, RunRecord
 
 CLAIM = "paper.fraction_claim"
 FINGERPRINT = "f" * 64
 
 
-def _row(statistic: float | None = 0.5, verdict: str = "FAIL", describe: str = "fraction_at_least(0.5) > 0.8",
-         params: dict[str, Any] | None = None, model: str = "org/model") -> dict[str, Any]:
-    return {"model": model, "claim": CLAIM, "statistic": statistic, "null_statistic": 0.1, "verdict": verdict,
-            "threshold": {"describe": describe}, "params": params or {"layer": 0}}
+def _row(statistic: float | None = 0.5, verdict: str = "FAIL", value: float = 0.8,
+         params: dict[str, Any] | None = None, model: str = "org/model") -> Result:
+    threshold = Threshold(statistic="fraction_at_least", at=0.5, op=">", value=value, origin="paper")
+    return Result(model=model, claim=CLAIM, statistic=statistic, null_statistic=0.1, verdict=Verdict(verdict),
+                  threshold=threshold, params=params or {"layer": 0})
 
 
-def _results(*rows: dict[str, Any], fingerprint: str = FINGERPRINT) -> dict[str, Any]:
-    return {
-        "run": {"id": "run1", "started": 0.0, "git_revision": "abc", "versions": {}},
-        "models": {row["model"]: {"fingerprint": fingerprint} for row in rows},
-        "claims": {CLAIM: {"tolerance": 0.01}, "paper.other": {"tolerance": 0.01}},
-        "results": list(rows),
-    }
+def _results(*rows: Result, fingerprint: str = FINGERPRINT) -> RunRecord:
+    return RunRecord(
+        run={"id": "run1", "started": 0.0, "git_revision": "abc", "versions": {}},
+        models={row.model: {"fingerprint": fingerprint} for row in rows},
+        claims={CLAIM: {"tolerance": 0.01}, "paper.other": {"tolerance": 0.01}},
+        results=list(rows),
+    )
 
 
-def _baseline(tmp_path: Path, row: dict[str, Any], fingerprint: str = FINGERPRINT) -> dict[str, Any]:
+def _baseline(tmp_path: Path, row: Result, fingerprint: str = FINGERPRINT) -> dict[str, Any]:
     update_baselines(tmp_path, _results(row, fingerprint=fingerprint))
-    baseline = load_baseline(tmp_path, row["model"])
+    baseline = load_baseline(tmp_path, row.model)
     assert baseline is not None
     return baseline
 
@@ -78,7 +74,7 @@ def test_a_changed_verdict_is_a_regression_even_within_tolerance(tmp_path: Path)
 
 def test_other_thresholds_compare_statistics_not_verdicts(tmp_path: Path) -> None:
     baseline = _baseline(tmp_path, _row(verdict="FAIL"))
-    comparison = compare(_row(verdict="PASS", describe="fraction_at_least(0.5) > 0.4"), FINGERPRINT, baseline,
+    comparison = compare(_row(verdict="PASS", value=0.4), FINGERPRINT, baseline,
                          tmp_path, 0.01)
     assert comparison.status == UNCHANGED and "verdicts not compared" in comparison.message
 
@@ -91,17 +87,17 @@ def test_different_weights_are_reported_not_compared(tmp_path: Path) -> None:
 
 def test_a_claim_missing_from_the_baseline_is_not_recorded(tmp_path: Path) -> None:
     baseline = _baseline(tmp_path, _row())
-    comparison = compare({**_row(), "claim": "paper.other"}, FINGERPRINT, baseline, tmp_path, 0.01)
+    comparison = compare(replace(_row(), claim="paper.other"), FINGERPRINT, baseline, tmp_path, 0.01)
     assert comparison.status == NOT_RECORDED and "--update-baselines" in comparison.message
 
 
 def test_update_keeps_unmeasured_claims_of_the_same_weights_only(tmp_path: Path) -> None:
     first = _row()
-    update_baselines(tmp_path, _results(first, {**_row(), "claim": "paper.other"}))
+    update_baselines(tmp_path, _results(first, replace(_row(), claim="paper.other")))
     update_baselines(tmp_path, _results(_row(statistic=0.6)))
-    assert set(load_baseline(tmp_path, first["model"])["claims"]) == {CLAIM, "paper.other"}
+    assert set(load_baseline(tmp_path, first.model)["claims"]) == {CLAIM, "paper.other"}
     update_baselines(tmp_path, _results(_row(statistic=0.6), fingerprint="e" * 64))
-    assert set(load_baseline(tmp_path, first["model"])["claims"]) == {CLAIM}
+    assert set(load_baseline(tmp_path, first.model)["claims"]) == {CLAIM}
 
 
 @pytest.mark.parametrize("content", ["{not json", json.dumps({"schema": "other"}), json.dumps([1, 2])])
@@ -116,12 +112,14 @@ def test_no_baseline_file_means_none(tmp_path: Path) -> None:
     assert load_baseline(tmp_path, "org/model") is None
 
 
-@given(old=st.floats(0, 1), delta=st.floats(-0.05, 0.05), tolerance=st.sampled_from([0.0, 0.001, 0.01, 0.02]))
-def test_regression_exactly_when_the_move_exceeds_the_tolerance(old: float, delta: float, tolerance: float) -> None:
-    """Same verdict and threshold: a regression if and only if |new - old| > tolerance."""
+@given(old=st.integers(0, 1024), steps=st.integers(-50, 50), tolerance_steps=st.sampled_from([0, 1, 10, 20]))
+def test_regression_exactly_when_the_move_exceeds_the_tolerance(old: int, steps: int, tolerance_steps: int) -> None:
+    """Same verdict and threshold: a regression if and only if the move exceeds the tolerance. Values are
+    multiples of 1/1024 (exact in binary), so the oracle compares whole numbers of steps."""
+    unit = 1 / 1024
     baseline = {"fingerprint": FINGERPRINT, "recorded": {"git_revision": None},
-                "claims": {CLAIM: {"statistic": old, "verdict": "PASS", "threshold": "t", "params": {}}}}
-    row = {"model": "m", "claim": CLAIM, "statistic": old + delta, "verdict": "PASS", "threshold": {"describe": "t"},
-           "params": {}}
-    status = compare(row, FINGERPRINT, baseline, Path("b.json"), tolerance).status
-    assert (status == REGRESSION) == (abs(old + delta - old) > tolerance)
+                "claims": {CLAIM: {"statistic": old * unit, "verdict": "FAIL", "threshold": _row().threshold.describe(),
+                                   "params": {"layer": 0}}}}
+    row = _row(statistic=(old + steps) * unit)
+    status = compare(row, FINGERPRINT, baseline, Path("b.json"), tolerance_steps * unit).status
+    assert (status == REGRESSION) == (abs(steps) > tolerance_steps)

@@ -10,41 +10,55 @@ import pytest
 from mechclaims import cache
 from mechclaims.cache import MeasurementCache, cache_key
 from mechclaims.metrics import bundling
-from mechclaims.registry import Measurement
+from mechclaims.models import Model
+from mechclaims.measurement import Curve, Measurement, ParamAxis
 
 MEASURE = bundling.layer_bundle_cosines
 
 
-def test_keys_change_with_fingerprint_parameters_role_and_code(monkeypatch: pytest.MonkeyPatch) -> None:
-    key = cache_key("f" * 64, MEASURE, {"layer": 0}, "real")
-    assert key == cache_key("f" * 64, MEASURE, {"layer": 0}, "real")
-    others = {cache_key("e" * 64, MEASURE, {"layer": 0}, "real"), cache_key("f" * 64, MEASURE, {"layer": 1}, "real"),
-              cache_key("f" * 64, MEASURE, {"layer": 0}, "gaussian:0")}
-    assert key not in others and len(others) == 3
-    for module in ("mechclaims.metrics.orthogonality", "mechclaims.models.model"):
+SOURCE = Model.__new__(Model)
+"""A Model, uninitialised: only its class matters to the key (weight extraction and forward passes)."""
+
+
+def test_keys_change_with_fingerprint_parameters_role_inputs_and_code(monkeypatch: pytest.MonkeyPatch) -> None:
+    key = cache_key("f" * 64, MEASURE, {"layer": 0}, "real", SOURCE)
+    assert key == cache_key("f" * 64, MEASURE, {"layer": 0}, "real", SOURCE)
+    others = {cache_key("e" * 64, MEASURE, {"layer": 0}, "real", SOURCE),
+              cache_key("f" * 64, MEASURE, {"layer": 1}, "real", SOURCE),
+              cache_key("f" * 64, MEASURE, {"layer": 0}, "gaussian:0", SOURCE),
+              cache_key("f" * 64, MEASURE, {"layer": 0}, "real", SOURCE, inputs="d" * 64)}
+    assert key not in others and len(others) == 4
+    for module in ("mechclaims.metrics.orthogonality", "mechclaims.measurement", "mechclaims.models.model"):
         edited = cache._source_hash.__wrapped__
         monkeypatch.setattr(cache, "_source_hash",
                             lambda name, module=module: "edited" if name == module else edited(name))
-        assert cache_key("f" * 64, MEASURE, {"layer": 0}, "real") != key, module
+        assert cache_key("f" * 64, MEASURE, {"layer": 0}, "real", SOURCE) != key, module
         monkeypatch.undo()
+
+
+def test_the_modules_a_measurement_reads_are_found_by_following_imports() -> None:
+    """bundling imports orthogonality (divide_rows) and measurement; nothing imports the report."""
+    closure = cache.module_closure("mechclaims.metrics.bundling")
+    assert {"mechclaims.metrics.orthogonality", "mechclaims.measurement", "mechclaims.errors"} <= set(closure)
+    assert not any(name.startswith("mechclaims.report") or name.startswith("mechclaims.plugin") for name in closure)
 
 
 def test_entries_round_trip_with_their_kept_distributions(tmp_path: Path) -> None:
     store = MeasurementCache(tmp_path)
     measurement = Measurement(statistics={"s": 1.0}, distribution=np.arange(4.0), distribution_label="x",
-                              details={"rows": [{"a": "<b>"}]}, curves={"c": {"x": [1], "y": [2]}},
-                              by_param={"max_tokens": {"values": [1, 2], "distributions": np.ones((2, 4))}})
+                              details={"rows": [{"a": "<b>"}]}, curves={"c": Curve([1.0], [2.0], "k", "f")},
+                              by_param={"max_tokens": ParamAxis([1.0, 2.0], np.ones((2, 4)))})
     store.put("ab" * 32, measurement)
     got = store.get("ab" * 32)
     assert got is not None and got.statistics == {"s": 1.0} and got.details == measurement.details
     np.testing.assert_array_equal(got.distribution, measurement.distribution)
-    assert got.by_param["max_tokens"]["values"] == [1, 2]
-    np.testing.assert_array_equal(got.by_param["max_tokens"]["distributions"], np.ones((2, 4)))
+    assert got.curves == measurement.curves and got.by_param["max_tokens"].values == [1.0, 2.0]
+    np.testing.assert_array_equal(got.by_param["max_tokens"].distributions, np.ones((2, 4)))
     assert MeasurementCache(tmp_path, enabled=False).get("ab" * 32) is None
 
 
 def test_a_corrupt_entry_is_a_miss(tmp_path: Path) -> None:
     store = MeasurementCache(tmp_path)
     store.put("cd" * 32, Measurement(statistics={"s": 1.0}))
-    (tmp_path / "cd" / f"{'cd' * 32}.npz").write_bytes(b"not an npz")
+    (tmp_path / "cd" / f"{'cd' * 32}.json").write_bytes(b"{not json")
     assert store.get("cd" * 32) is None

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from mechclaims.errors import MechclaimsError
 from mechclaims.metrics.orthogonality import divide_rows, embedding_variant
-from mechclaims.registry import Measurement, WeightSource
+from mechclaims.measurement import Curve, Measurement, ParamAxis, Source
 
 TIE = 1e-12
 FLOAT32_SLACK = 1e-5
@@ -234,7 +234,7 @@ def token_candidates(
 
 
 def bundle_problem(
-    source: WeightSource, target: str, candidates: str, normalise: bool, mean_position: bool, target_scale: str
+    source: Source, target: str, candidates: str, normalise: bool, mean_position: bool, target_scale: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """(candidates [V, d], targets [L, n, d]) for a bundle target, from the raw weights.
 
@@ -271,7 +271,7 @@ def bundle_problem(
 
 
 def layer_bundle_cosines(
-    source: WeightSource,
+    source: Source,
     layer: int = 0,
     max_tokens: int = 10,
     target: str = "in",
@@ -308,14 +308,14 @@ def layer_bundle_cosines(
         },
         distribution=bundles.final,
         distribution_label=f"final cosine of each layer-{layer} neuron's greedy bundle",
-        by_param={"max_tokens": {"values": list(range(1, max_tokens + 1)), "distributions": bundles.best_by_size()}},
+        by_param={"max_tokens": ParamAxis(values=list(range(1, max_tokens + 1)), distributions=bundles.best_by_size())},
         curves={
-            "by_bundle_size": {
-                "x": list(range(1, max_tokens + 1)),
-                "y": [float(f) for f in by_size],
-                "x_label": "bundle size (at most k tokens)",
-                "y_label": f"fraction of neurons at cosine >= {cutoff:g}",
-            }
+            "by_bundle_size": Curve(
+                x=list(range(1, max_tokens + 1)),
+                y=[float(f) for f in by_size],
+                x_label="bundle size (at most k tokens)",
+                y_label=f"fraction of neurons at cosine >= {cutoff:g}",
+            )
         },
         details={
             "bundles": [
@@ -333,7 +333,7 @@ def layer_bundle_cosines(
 
 
 def depth_bundle_fractions(
-    source: WeightSource,
+    source: Source,
     max_tokens: int = 10,
     target: str = "in",
     candidates: str = "raw",
@@ -361,11 +361,11 @@ def depth_bundle_fractions(
             **{f"fraction_layer_{layer}": f for layer, f in enumerate(fractions)},
         },
         curves={
-            "by_layer": {
-                "x": list(range(len(fractions))),
-                "y": fractions,
-                "x_label": "MLP layer",
-                "y_label": f"fraction of neurons at cosine >= {cutoff:g}",
-            }
+            "by_layer": Curve(
+                x=list(range(len(fractions))),
+                y=fractions,
+                x_label="MLP layer",
+                y_label=f"fraction of neurons at cosine >= {cutoff:g}",
+            )
         },
     )

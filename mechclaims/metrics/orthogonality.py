@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from mechclaims.registry import Measurement, WeightSource
+from mechclaims.measurement import Measurement, Source
 
 HISTOGRAM_BINS = 4096
 TOP_PAIRS = 10
@@ -151,7 +151,7 @@ def _stats_with_null(stats: CosineStats) -> dict[str, float]:
     }
 
 
-def token_embedding_cosines(source: WeightSource, variant: str = "raw", bound: float = 0.5) -> Measurement:
+def token_embedding_cosines(source: Source, variant: str = "raw", bound: float = 0.5) -> Measurement:
     """VSA-1: pairwise cosines of all token embeddings (tokens as columns of M, M^T M = cosine Gram).
 
     The distribution is each token's largest off-diagonal |cos|; `diagonal_dominance` is the
@@ -182,7 +182,7 @@ def token_embedding_cosines(source: WeightSource, variant: str = "raw", bound: f
     )
 
 
-def _attention_units(source: WeightSource, scope: str) -> list[tuple[str, np.ndarray]]:
+def _attention_units(source: Source, scope: str) -> list[tuple[str, np.ndarray]]:
     """(label, vectors) per head or per layer: W_Q/W_K/W_V columns, W_O rows; KV heads not repeated."""
     w = source.weights("raw")
     units: list[tuple[str, np.ndarray]] = []
@@ -201,7 +201,7 @@ def _attention_units(source: WeightSource, scope: str) -> list[tuple[str, np.nda
     return units
 
 
-def _mlp_out_units(source: WeightSource) -> list[tuple[str, np.ndarray]]:
+def _mlp_out_units(source: Source) -> list[tuple[str, np.ndarray]]:
     w_out = source.weights("raw").W_out
     return [(f"L{layer} W_out", w_out[layer]) for layer in range(w_out.shape[0])]
 
@@ -226,7 +226,7 @@ def _unit_table(units: list[tuple[str, np.ndarray]], near: float) -> Measurement
     )
 
 
-def attention_cosines(source: WeightSource, scope: str = "head", near: float = 2.0) -> Measurement:
+def attention_cosines(source: Source, scope: str = "head", near: float = 2.0) -> Measurement:
     """VSA-2: near-orthogonality of attention read (Q/K/V columns) and write (O rows) vectors.
 
     One unit per head (scope="head") or per layer with heads concatenated (scope="layer"); the
@@ -242,12 +242,12 @@ def attention_cosines(source: WeightSource, scope: str = "head", near: float = 2
     return measurement
 
 
-def mlp_out_cosines(source: WeightSource, near: float = 2.0) -> Measurement:
+def mlp_out_cosines(source: Source, near: float = 2.0) -> Measurement:
     """VSA-2 for MLPs: near-orthogonality of each layer's W_out rows (one unit per layer)."""
     return _unit_table(_mlp_out_units(source), near)
 
 
-def embedding_mean_direction(source: WeightSource) -> Measurement:
+def embedding_mean_direction(source: Source) -> Measurement:
     """VSA-3: the shared mean direction of W_E, before and after centring and LayerNorm.
 
     Signed mean off-diagonal cosine (O(V d), see `mean_offdiag_cosine`) for raw, mean-centred and

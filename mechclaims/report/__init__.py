@@ -25,10 +25,13 @@ _ENVIRONMENT = jinja2.Environment(
 
 
 def _number(value: Any) -> str:
-    """Four significant figures for numbers; an en dash for missing values."""
+    """Integers (token ids, counts) in full, other numbers to four significant figures; an en dash for
+    missing values."""
     if value is None:
         return "\u2013"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, int):
         return str(value)
     return f"{value:.4g}"
 

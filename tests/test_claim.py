@@ -1,4 +1,4 @@
-"""Registry arithmetic: the Wilson interval on fraction statistics."""
+"""Claim arithmetic: the Wilson interval on fraction statistics."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mechclaims.registry import Measurement, Threshold, wilson_interval
+from mechclaims.claim import Threshold
+from mechclaims.measurement import Measurement
+from mechclaims.stats import wilson_interval
 
 
 def test_wilson_interval_matches_the_textbook_value() -> None:

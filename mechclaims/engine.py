@@ -1,0 +1,135 @@
+"""evaluate(claim, subject, settings) -> Result: load, check applicability, measure (cached) the model
+and its null, decide, sweep, compare with the baseline. No pytest: the plugin, the CLI, notebooks and
+any other runner call this one function.
+
+    >>> import mechclaims
+    >>> result = mechclaims.evaluate("knittel2024.embed_raw_orthogonal", "minilm-l6")
+    >>> result.verdict, result.statistic, result.null_statistic
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from mechclaims.baselines import Baselines
+from mechclaims.cache import MeasurementCache, cache_key
+from mechclaims.catalogue import DEFAULT_DIR, find_claim
+from mechclaims.claim import Claim, Grid, Verdict, not_applicable
+from mechclaims.errors import MechclaimsError
+from mechclaims.measurement import Measurement
+from mechclaims.models import Model
+from mechclaims.nulls import MeasurementNull, ModelNull, WeightNull
+from mechclaims.pool import ModelPool
+from mechclaims.results import Result
+from mechclaims.sweeps import sweeps_for
+
+
+@dataclass
+class Settings:
+    """What a run sets beyond the claims' own data: threshold values (claim -> value), parameters
+    (claim -> {name: value}), sweeps (claim -> grid; claim -> (parameter, grid)), the measurement
+    cache, the models loaded so far, the baselines to compare with, and where claims modules live."""
+
+    thresholds: dict[str, float] = field(default_factory=dict)
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sweeps: dict[str, Grid] = field(default_factory=dict)
+    param_sweeps: dict[str, tuple[str, Grid]] = field(default_factory=dict)
+    cache: MeasurementCache = field(default_factory=MeasurementCache)
+    models: ModelPool = field(default_factory=ModelPool)
+    baselines: Baselines | None = None
+    claims_dir: Path = DEFAULT_DIR
+
+
+def configured(claim: Claim, settings: Settings) -> tuple[Claim, bool]:
+    """The claim with this run's --param and --threshold applied, and whether its threshold was overridden."""
+    overrides = settings.params.get(claim.id)
+    if overrides:
+        claim = claim.with_params(overrides)
+    if claim.id in settings.thresholds:
+        return replace(claim, threshold=replace(claim.threshold, value=settings.thresholds[claim.id])), True
+    return claim, False
+
+
+def _measure(settings: Settings, claim: Claim, source: Any, fingerprint: str, role: str,
+             extra: dict[str, Any]) -> tuple[Measurement, bool]:
+    """(measurement, served from the cache)."""
+    inputs = extra.get("inputs")
+    params = {**claim.params, **{k: v for k, v in extra.items() if k != "inputs"}}
+    key = cache_key(fingerprint, claim.measure, params, role, source, None if inputs is None else inputs.fingerprint)
+    cached = settings.cache.get(key)
+    if cached is not None:
+        return cached, True
+    measurement = claim.measure(source, **params, **({} if inputs is None else {"inputs": inputs}))
+    settings.cache.put(key, measurement)
+    return measurement, False
+
+
+def _null(settings: Settings, claim: Claim, model: Model, extra: dict[str, Any]) -> Measurement | None:
+    """The claim's null measurement: weight, model or measurement null (nulls.py)."""
+    null = claim.null_baseline
+    if null is None:
+        return None
+    if isinstance(null, WeightNull):
+        source: Any = settings.models.weight_null(model, null)
+    elif isinstance(null, ModelNull):
+        source = settings.models.get(null.spec_of(model.name))
+    else:
+        source = model
+    more = {null.param: null.value} if isinstance(null, MeasurementNull) else {}
+    return _measure(settings, claim, source, model.fingerprint, null.role, {**extra, **more})[0]
+
+
+def _measured(settings: Settings, claim: Claim, model: Model, base: dict[str, Any]) -> Result:
+    extra: dict[str, Any] = {}
+    if claim.inputs is not None:
+        from mechclaims.datasets import load_dataset
+
+        extra["inputs"] = load_dataset(claim.inputs.dataset, **claim.inputs.options)
+    real, hit = _measure(settings, claim, model, model.fingerprint, "real", extra)
+    null = _null(settings, claim, model, extra)
+    threshold = claim.threshold
+    sweep, grid_sweep = sweeps_for(threshold, real, null, claim.trivial_if_null_passes, settings.sweeps.get(claim.id),
+                                   settings.param_sweeps.get(claim.id))
+    verdict, statistic, null_statistic = claim.decide(real, null)
+    return Result(verdict=verdict, statistic=statistic, null_statistic=null_statistic,
+                  interval=threshold.interval_of(real), null_interval=threshold.interval_of(null), cache_hit=hit,
+                  measurement=real, null=null, sweep=sweep, param_sweep=grid_sweep, **base)
+
+
+def evaluate(claim: Claim | str, subject: str | Model, settings: Settings | None = None) -> Result:
+    """The claim's Result on the subject (a model spec, or a Model already loaded). A model that cannot
+    load, a claim that does not apply, and a measurement that fails are Results (ERROR, N/A), not raised;
+    an unknown claim id or a bad --param is a MechclaimsError."""
+    settings = settings or Settings()
+    if isinstance(claim, str):
+        claim = find_claim(claim, settings.claims_dir)
+    claim, overridden = configured(claim, settings)
+    spec = subject.name if isinstance(subject, Model) else subject
+    base: dict[str, Any] = {"claim": claim.id, "threshold": claim.threshold, "params": claim.params,
+                            "threshold_overridden": overridden,
+                            "params_overridden": tuple(sorted(settings.params.get(claim.id, {})))}
+    started = time.perf_counter()
+    try:
+        model = settings.models.add(subject) if isinstance(subject, Model) else settings.models.get(spec)
+    except MechclaimsError as exc:
+        return Result(model=spec, verdict=Verdict.ERROR, reason=str(exc), **base)
+    base["model"] = model.name
+    reason = not_applicable(claim, model.capabilities)
+    if reason:
+        result = Result(verdict=Verdict.NA, reason=reason, **base)
+    else:
+        try:
+            result = _measured(settings, claim, model, base)
+        except MechclaimsError as exc:
+            result = Result(verdict=Verdict.ERROR, reason=str(exc), **base)
+        except Exception as exc:  # recorded, not raised: one broken claim must not lose the run's other results
+            result = Result(verdict=Verdict.ERROR, reason=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc(),
+                            **base)
+    result = replace(result, seconds=time.perf_counter() - started)
+    if settings.baselines is not None:
+        result = replace(result, baseline=settings.baselines.compare(result, model.fingerprint, claim.tolerance))
+    return result

@@ -1,0 +1,117 @@
+"""`CLAIMS` in a claims module -> one item per claim and model, `<claim-id>[<model>]`, running the
+generic claim test; anything in CLAIMS that is not a Claim is a collection error. Items of one model
+share an xdist group, so `-n N --dist loadgroup` loads each model in one worker."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from mechclaims.catalogue import claims_of
+from mechclaims.claim import Claim, Verdict
+from mechclaims.errors import MechclaimsError
+from mechclaims.plugin.options import OPTIONS, Options
+from mechclaims.plugin.session import SESSION
+from mechclaims.pool import ModelPool
+
+CLAIM_KEY = pytest.StashKey[tuple[Claim, str]]()
+CLAIM_ITEM_ID = re.compile(r"^([a-z0-9_]+\.[a-z0-9_]+)\[")
+
+
+class Hooks:
+    """Hooks other mechclaims modules implement."""
+
+    @pytest.hookspec(firstresult=False)
+    def pytest_mechclaims_extra_items(self, collector: pytest.Collector, claims: list[Claim], spec: str) -> list[pytest.Item]:
+        """More items for these claims on model `spec`, collected after the claim items (e.g. regressions)."""
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    pluginmanager.add_hookspecs(Hooks)
+
+
+def claim_item(collector: pytest.Collector, name: str, test: Any, claim: Claim, spec: str) -> pytest.Item:
+    item = pytest.Function.from_parent(collector, name=name, callobj=test)
+    item.stash[CLAIM_KEY] = (claim, spec)
+    item.add_marker(pytest.mark.xdist_group(spec))
+    return item
+
+
+def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: object) -> list[pytest.Item] | None:
+    if name != "CLAIMS" or not isinstance(collector, pytest.Module):
+        return None
+    try:
+        claims = claims_of(obj, collector.nodeid)
+    except MechclaimsError as exc:
+        raise collector.CollectError(str(exc)) from None
+    session = collector.config.stash[SESSION]
+    session.resolve_auto()
+    items: list[pytest.Item] = []
+    for spec in session.models:
+        items += [claim_item(collector, f"{claim.id}[{spec}]", run_claim, claim, spec) for claim in claims]
+        for extra in collector.ihook.pytest_mechclaims_extra_items(collector=collector, claims=claims, spec=spec):
+            items += extra
+    return items
+
+
+def check_claim_names(options: Options, known: set[str]) -> None:
+    """--threshold, --sweep and --param must name collected claims (a usage error names the choices)."""
+    if not known:
+        return
+    for option, names in options.named_claims():
+        unknown = sorted(names - known)
+        if unknown:
+            raise pytest.UsageError(f"{option} names unknown claim {unknown[0]!r}: choose from {', '.join(sorted(known))}")
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Checked where items are collected, except in pytest-xdist workers: their controller checks names.
+    --param names and values are checked against each claim's measure."""
+    if hasattr(session.config, "workerinput"):
+        return
+    options = session.config.stash[OPTIONS]
+    claims = {item.stash[CLAIM_KEY][0].id: item.stash[CLAIM_KEY][0] for item in session.items if CLAIM_KEY in item.stash}
+    check_claim_names(options, set(claims))
+    for claim_id, overrides in options.params.items():
+        if claim_id in claims:
+            try:
+                claims[claim_id].with_params(overrides)
+            except MechclaimsError as exc:
+                raise pytest.UsageError(str(exc)) from None
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
+    """The controller's check of the claims a worker collected (item ids `<file>::<claim-id>[<model>]`)."""
+    names = {CLAIM_ITEM_ID.match(item_id.rpartition("::")[2]) for item_id in ids}
+    check_claim_names(node.config.stash[OPTIONS], {match.group(1) for match in names if match})
+
+
+@pytest.fixture(scope="session")
+def mechclaims_models(request: pytest.FixtureRequest) -> ModelPool:
+    """The session's loaded models (each spec loads once)."""
+    return request.config.stash[SESSION].settings.models
+
+
+def run_claim(request: pytest.FixtureRequest, mechclaims_models: ModelPool) -> None:
+    """The generic claim test: the claim's verdict as a pytest outcome (ERROR and FAIL fail, N/A skips)."""
+    claim, spec = request.node.stash[CLAIM_KEY]
+    result, _ = request.config.stash[SESSION].result(claim, spec)
+    if result.verdict is Verdict.ERROR:
+        pytest.fail(result.reason + (f"\n{result.traceback}" if result.traceback else ""), pytrace=False)
+    if result.verdict is Verdict.NA:
+        pytest.skip(f"N/A: {result.reason}")
+    threshold = result.threshold
+    for key, value in (("verdict", result.verdict.value), ("statistic", result.statistic),
+                       ("null_statistic", result.null_statistic), ("threshold", threshold.describe()),
+                       ("origin", threshold.origin)):
+        request.node.user_properties.append((key, value))
+    null = "n/a" if result.null_statistic is None else f"{result.null_statistic:.4g}"
+    summary = (f"{claim.id} on {result.model}: {threshold.statistic} = {result.statistic:.4g}, threshold "
+               f"{threshold.describe()} ({threshold.origin}); null = {null}")
+    if result.verdict is Verdict.FAIL:
+        pytest.fail(f"FAIL {summary}", pytrace=False)
+    if result.verdict is Verdict.TRIVIAL and request.config.stash[OPTIONS].strict_null:
+        pytest.fail(f"TRIVIAL (--strict-null) {summary}: the null baseline passes too", pytrace=False)

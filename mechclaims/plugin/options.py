@@ -1,0 +1,128 @@
+"""The mechclaims command-line options, parsed and validated once, before any model loads: a bad value
+is a one-line usage error (exit 4). The parsed `Options` live in `config.stash[OPTIONS]`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mechclaims.arguments import parse_params, parse_sweeps, parse_thresholds
+from mechclaims.baselines import DEFAULT_DIR as DEFAULT_BASELINE_DIR
+from mechclaims.claim import Grid
+from mechclaims.errors import MechclaimsError
+from mechclaims.models import check_spec
+
+
+@dataclass(frozen=True)
+class Options:
+    """Parsed options. `baseline_dir` is where baselines are compared (and, with `update_baselines`,
+    written); None: no comparison."""
+
+    models: tuple[str, ...]
+    thresholds: dict[str, float]
+    params: dict[str, dict[str, Any]]
+    sweeps: dict[str, Grid]
+    param_sweeps: dict[str, tuple[str, Grid]]
+    report_dir: Path
+    strict_null: bool
+    cache_dir: Path | None
+    no_cache: bool
+    baseline_dir: Path | None
+    update_baselines: bool
+
+    @classmethod
+    def from_config(cls, config: pytest.Config) -> Options:
+        models = [*(config.getoption("mechclaims_models") or []),
+                  *read_models_file(config.getoption("mechclaims_models_file"))] or ["auto"]
+        for spec in models:
+            check_spec(spec, probe_hub=False)
+        sweeps, param_sweeps = parse_sweeps(config.getoption("mechclaims_sweeps") or [])
+        update = bool(config.getoption("mechclaims_update_baselines"))
+        baseline = config.getoption("mechclaims_baseline")
+        if baseline is not None and not update and not Path(baseline).is_dir():
+            raise MechclaimsError(f"--baseline {baseline} is not a directory: pass the folder holding <model>.json "
+                                  f"baselines (default {DEFAULT_BASELINE_DIR} when present), or record them with "
+                                  "--update-baselines")
+        cache_dir = config.getoption("mechclaims_cache_dir")
+        return cls(
+            models=tuple(dict.fromkeys(models)),
+            thresholds=parse_thresholds(config.getoption("mechclaims_thresholds") or []),
+            params=parse_params(config.getoption("mechclaims_params") or []),
+            sweeps=sweeps,
+            param_sweeps=param_sweeps,
+            report_dir=Path(config.getoption("mechclaims_report_dir")),
+            strict_null=bool(config.getoption("mechclaims_strict_null")),
+            cache_dir=None if cache_dir is None else Path(cache_dir),
+            no_cache=bool(config.getoption("mechclaims_no_cache")),
+            baseline_dir=Path(baseline) if baseline else (
+                DEFAULT_BASELINE_DIR if update or DEFAULT_BASELINE_DIR.is_dir() else None),
+            update_baselines=update,
+        )
+
+    def named_claims(self) -> list[tuple[str, set[str]]]:
+        """(option, claims it names), for checking them against the collected claims."""
+        return [("--threshold", set(self.thresholds)), ("--sweep", set(self.sweeps) | set(self.param_sweeps)),
+                ("--param", set(self.params))]
+
+
+def read_models_file(path: str | None) -> list[str]:
+    """Model specs from a file, one per line; blank lines and `#` comments are skipped."""
+    if path is None:
+        return []
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MechclaimsError(f"--models-file {path} cannot be read ({exc}): pass a text file with one spec per line") from None
+    specs = [line.split("#", 1)[0].strip() for line in lines]
+    if not any(specs):
+        raise MechclaimsError(f"--models-file {path} names no model: write one spec per line")
+    return [spec for spec in specs if spec]
+
+
+OPTIONS = pytest.StashKey[Options]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("mechclaims", "mechanistic-interpretability claims")
+    group.addoption("--model", action="append", dest="mechclaims_models", metavar="SPEC",
+                    help="model spec (repeatable): a Hugging Face name, a checkpoint folder, smollm2-135m, "
+                         "minilm-l6, random:<spec>, or auto (default)")
+    group.addoption("--models-file", dest="mechclaims_models_file", default=None, metavar="FILE",
+                    help="a file of model specs, one per line (# comments), added to --model")
+    group.addoption("--threshold", action="append", dest="mechclaims_thresholds", metavar="CLAIM=VALUE",
+                    help="override a claim's threshold value (repeatable)")
+    group.addoption("--param", action="append", dest="mechclaims_params", metavar="CLAIM:NAME=VALUE",
+                    help="override a claim parameter (JSON value or text; checked against the measurement's "
+                         "signature; repeatable)")
+    group.addoption("--sweep", action="append", dest="mechclaims_sweeps", metavar="CLAIM[:PARAM]=START:STOP:STEP",
+                    help="evaluate a claim over a grid of thresholds, or with :PARAM over a grid of a parameter "
+                         "the measurement kept (a heatmap against the threshold grid); repeatable")
+    group.addoption("--report-dir", dest="mechclaims_report_dir", default="reports", metavar="DIR",
+                    help="where results.json and report.html are written (default: reports)")
+    group.addoption("--strict-null", action="store_true", dest="mechclaims_strict_null",
+                    help="fail a claim whose null baseline also passes (TRIVIAL)")
+    group.addoption("--baseline", dest="mechclaims_baseline", default=None, metavar="DIR",
+                    help=f"compare every result with DIR/<model>.json: a moved statistic or changed verdict fails "
+                         f"regression[<claim>][<model>] (default: {DEFAULT_BASELINE_DIR} when present)")
+    group.addoption("--update-baselines", action="store_true", dest="mechclaims_update_baselines",
+                    help="record this run's results as the models' baselines (in --baseline DIR)")
+    group.addoption("--no-cache", action="store_true", dest="mechclaims_no_cache",
+                    help="measure everything afresh and write nothing to the measurement cache")
+    group.addoption("--cache-dir", dest="mechclaims_cache_dir", default=None, metavar="DIR",
+                    help="measurement cache directory (default: the user cache dir or $MECHCLAIMS_CACHE_DIR)")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    try:
+        config.stash[OPTIONS] = Options.from_config(config)
+    except MechclaimsError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if OPTIONS in config.stash:
+        del config.stash[OPTIONS]

@@ -1,0 +1,39 @@
+"""The models a run measures, each loaded once, with their weight nulls; a failed load is remembered,
+not retried (every claim on that model gets the same one-line ERROR)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mechclaims.errors import MechclaimsError
+from mechclaims.models import GaussianNull, Model, load_model
+from mechclaims.nulls import NULL_SEED, WeightNull
+
+
+@dataclass
+class ModelPool:
+    models: dict[str, Model] = field(default_factory=dict)
+    nulls: dict[str, GaussianNull] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
+
+    def get(self, spec: str) -> Model:
+        if spec in self.failures:
+            raise MechclaimsError(self.failures[spec])
+        if spec not in self.models:
+            try:
+                self.models[spec] = load_model(spec)
+            except MechclaimsError as exc:
+                self.failures[spec] = str(exc)
+                raise
+        return self.models[spec]
+
+    def add(self, model: Model) -> Model:
+        """A model loaded elsewhere (e.g. in a notebook), known by its name from now on."""
+        return self.models.setdefault(model.name, model)
+
+    def weight_null(self, model: Model, null: WeightNull) -> GaussianNull:
+        """The weight null of a loaded model, built once."""
+        key = f"{null.role}:{model.name}"
+        if key not in self.nulls:
+            self.nulls[key] = GaussianNull(model, NULL_SEED, null.keep)
+        return self.nulls[key]

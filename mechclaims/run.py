@@ -1,0 +1,242 @@
+"""Forward passes: the only code in mechclaims that runs a model (DESIGN.md, Layout).
+
+`activations(model, texts, names)` tokenizes the texts, runs them in memory-bounded batches through the
+model's TransformerBridge with `run_with_cache`, and returns the named hooks' activations as numpy arrays
+padded to one length, with the mask that says which positions are real.
+
+Padding is on the right, and every batch passes its attention mask. Right padding keeps each real token at
+the position it has when its text runs alone, so absolute and rotary position embeddings see the same
+positions without derived position ids; causal attention never looks right, and the mask stops an encoder's
+real tokens from attending to pads. Padded positions hold zeros; `Activations.real` and `Activations.per_text`
+drop them, so no statistic sees them.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from mechclaims.errors import MechclaimsError
+from mechclaims.models import Model
+
+DEFAULT_MEMORY_BUDGET_BYTES = 1 << 30
+"""Bytes one batch may hold in cached activations plus its logits (1 GiB)."""
+PADDING_SIDE = "right"
+PAIRWISE_HOOKS = ("hook_pattern", "hook_attn_scores")
+"""Hooks laid out [batch, head, query, key]: both of their last two axes are positions."""
+
+
+@dataclass(frozen=True)
+class Activations:
+    """Activations of `texts` at hook names, batch axis first, right-padded to the longest text.
+
+    tokens: int64 [n_texts, max_len] (pad id on padded positions); mask: bool [n_texts, max_len], True on real
+    tokens; arrays: hook name -> [n_texts, ...] float32, zero on padded positions; position_axes: hook name ->
+    the axes of its array that index positions; batch_sizes: texts per forward call, in call order.
+    """
+
+    tokens: np.ndarray
+    mask: np.ndarray
+    arrays: dict[str, np.ndarray]
+    position_axes: dict[str, tuple[int, ...]]
+    batch_sizes: tuple[int, ...]
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Real tokens per text."""
+        return self.mask.sum(axis=1)
+
+    @property
+    def last_positions(self) -> np.ndarray:
+        """Each text's last real position (right padding: its length minus one)."""
+        return self.lengths - 1
+
+    @property
+    def forward_calls(self) -> int:
+        """How many batches ran through the model."""
+        return len(self.batch_sizes)
+
+    def _single_position_axis(self, name: str) -> np.ndarray:
+        """The array with its one position axis moved next to the batch axis."""
+        axes = self.position_axes[name]
+        if len(axes) != 1:
+            raise MechclaimsError(
+                f"hook {name!r} has {len(axes)} position axes (query and key): use Activations.per_text({name!r})"
+            )
+        return np.moveaxis(self.arrays[name], axes[0], 1)
+
+    def real(self, name: str) -> np.ndarray:
+        """Hook `name` at every real position, texts in order: [sum(lengths), ...]; no pad ever appears."""
+        return self._single_position_axis(name)[self.mask]
+
+    def last(self, name: str) -> np.ndarray:
+        """Hook `name` at each text's last real position: [n_texts, ...]."""
+        return self._single_position_axis(name)[np.arange(len(self.mask)), self.last_positions]
+
+    def per_text(self, name: str) -> list[np.ndarray]:
+        """Hook `name` for each text, cut to its length on every position axis (patterns: query and key)."""
+        out = []
+        for row, length in zip(self.arrays[name], self.lengths):
+            cut = [slice(None)] * row.ndim
+            for axis in self.position_axes[name]:
+                cut[axis - 1] = slice(0, int(length))
+            out.append(row[tuple(cut)])
+        return out
+
+
+def _target_device(device: str | None) -> torch.device:
+    """The device to run on: CPU by default; CUDA only when asked for and present."""
+    target = torch.device(device or "cpu")
+    if target.type == "cuda" and not torch.cuda.is_available():
+        raise MechclaimsError(f"device {device!r} was asked for but torch sees no CUDA device: omit --device or use cpu")
+    return target
+
+
+def _check_names(model: Model, names: Sequence[str]) -> None:
+    """Every name must be a hook of this model; an unknown one fails with the nearest real names."""
+    known = list(model.bridge.hook_dict)
+    for name in names:
+        if name not in model.bridge.hook_dict:
+            close = difflib.get_close_matches(name, known, n=3)
+            hint = f"did you mean {', '.join(close)}?" if close else "see model.bridge.hook_dict for its hook names"
+            raise MechclaimsError(f"model {model.name!r} has no hook {name!r}: {hint}")
+
+
+def _tokenize(model: Model, texts: Sequence[str], max_length: int | None, prepend_bos: bool | None) -> list[np.ndarray]:
+    """Each text's token ids alone (so its length needs no pad id), cut to `max_length` tokens."""
+    ids = []
+    for text in texts:
+        row = model.bridge.to_tokens(text, prepend_bos=prepend_bos, padding_side=PADDING_SIDE, move_to_device=False)[0]
+        row = row.numpy()[:max_length]
+        if len(row) == 0:
+            raise MechclaimsError(f"text {text[:40]!r} has no tokens on model {model.name!r}: drop it or prepend BOS")
+        ids.append(row)
+    return ids
+
+
+def _pad(ids: list[np.ndarray], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad token rows to the longest: (tokens [n, max_len], mask [n, max_len])."""
+    max_len = max(len(row) for row in ids)
+    tokens = np.full((len(ids), max_len), pad_id, dtype=np.int64)
+    mask = np.zeros((len(ids), max_len), dtype=bool)
+    for i, row in enumerate(ids):
+        tokens[i, : len(row)] = row
+        mask[i, : len(row)] = True
+    return tokens, mask
+
+
+def _position_axes(model: Model, name: str, ndim: int) -> tuple[int, ...]:
+    """Axes of a hook's batched activation that index positions (the bridge's own convention)."""
+    if name.endswith(PAIRWISE_HOOKS):
+        return (ndim - 2, ndim - 1)
+    declared = getattr(model.bridge.hook_dict[name], "pos_dim", None)
+    return (1 if declared is None else declared % ndim,)
+
+
+def _forward(model: Model, tokens: np.ndarray, mask: np.ndarray, names: Sequence[str], device: torch.device) -> tuple[dict[str, torch.Tensor], int]:
+    """One batch through the bridge: (requested activations on the CPU, bytes held: cache plus logits)."""
+    logits, cache = model.bridge.run_with_cache(
+        torch.from_numpy(tokens).to(device),
+        attention_mask=torch.from_numpy(mask).to(device=device, dtype=torch.long),
+        names_filter=list(names),
+        device=torch.device("cpu"),
+    )
+    missing = [name for name in names if name not in cache]
+    if missing:
+        raise MechclaimsError(f"hook {missing[0]!r} did not fire on model {model.name!r}: it is gated off on this bridge")
+    held = {name: cache[name] for name in names}
+    return held, sum(t.nbytes for t in held.values()) + logits.nbytes
+
+
+def _zero_padding(array: np.ndarray, mask: np.ndarray, axes: tuple[int, ...]) -> None:
+    """Set every entry at a padded position (on any position axis) to zero, in place."""
+    for axis in axes:
+        shape = [1] * array.ndim
+        shape[0], shape[axis] = mask.shape
+        np.copyto(array, 0, where=~mask.reshape(shape))
+
+
+def _numpy(value: torch.Tensor, batch: int) -> np.ndarray:
+    """A cached activation as numpy, float32 when floating; a broadcast leading axis expanded to the batch."""
+    array = (value.float() if value.is_floating_point() else value).numpy()
+    if array.shape[0] != batch:
+        array = np.broadcast_to(array, (batch, *array.shape[1:]))
+    return array
+
+
+def activations(
+    model: Model,
+    texts: Sequence[str],
+    names: Sequence[str],
+    *,
+    batch_size: int | None = None,
+    memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET_BYTES,
+    device: str | None = None,
+    progress: bool = True,
+    max_length: int | None = None,
+    prepend_bos: bool | None = None,
+) -> Activations:
+    """Run `texts` through `model` and return the activations at hook `names` (see `Activations`).
+
+    Texts run longest first. Without `batch_size`, the longest text runs alone and its cache plus logits,
+    in bytes, bound every other text's (no batch is padded longer), so batches hold
+    `memory_budget_bytes // that` texts (at least one). `device` is CPU unless asked ("cuda"); the model goes
+    back where it was afterwards. `max_length` keeps each text's first tokens; `prepend_bos` overrides the
+    bridge's default. The budget bounds what a batch holds, not the forward's transient intermediates.
+    """
+    if not texts:
+        raise MechclaimsError("activations() got no texts: pass at least one")
+    if batch_size is not None and batch_size < 1:
+        raise MechclaimsError(f"batch_size must be at least 1, got {batch_size}")
+    names = list(dict.fromkeys(names))
+    _check_names(model, names)
+    target = _target_device(device)
+    bridge = model.bridge
+    tokenizer = model.tokenizer
+    if tokenizer is None:
+        raise MechclaimsError(f"model {model.name!r} has no tokenizer, so it cannot run texts")
+    pad_id = next((i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id) if i is not None), 0)
+    tokens, mask = _pad(_tokenize(model, texts, max_length, prepend_bos), pad_id)
+    order = np.argsort(-mask.sum(axis=1), kind="stable")
+    home = next(bridge.original_model.parameters()).device
+    was_training = bridge.training
+    arrays: dict[str, np.ndarray] = {}
+    position_axes: dict[str, tuple[int, ...]] = {}
+    batch_sizes: list[int] = []
+    bar = tqdm(total=len(texts), desc=f"{model.name}: forward", unit="text", disable=not progress)
+    try:
+        if target != home:
+            bridge.to(target, print_details=False)
+        bridge.eval()
+        start = 0
+        size = batch_size or 1
+        with torch.no_grad():
+            while start < len(order):
+                rows = order[start : start + size]
+                width = int(mask[rows].sum(axis=1).max())
+                held, nbytes = _forward(model, tokens[rows, :width], mask[rows, :width], names, target)
+                for name, value in held.items():
+                    array = _numpy(value, len(rows))
+                    if name not in arrays:
+                        arrays[name] = np.zeros((len(texts), *array.shape[1:]), dtype=array.dtype)
+                        position_axes[name] = _position_axes(model, name, array.ndim)
+                    arrays[name][(rows, *(slice(0, n) for n in array.shape[1:]))] = array
+                if batch_size is None and start == 0:
+                    size = max(1, memory_budget_bytes // max(nbytes, 1))
+                batch_sizes.append(len(rows))
+                start += len(rows)
+                bar.update(len(rows))
+    finally:
+        bar.close()
+        if target != home:
+            bridge.to(home, print_details=False)
+        bridge.train(was_training)
+    for name, array in arrays.items():
+        _zero_padding(array, mask, position_axes[name])
+    return Activations(tokens, mask, arrays, position_axes, tuple(batch_sizes))
