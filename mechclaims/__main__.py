@@ -1,4 +1,5 @@
-"""`python -m mechclaims models | report RESULTS.json [MORE.json ...] [--out report.html]
+"""`python -m mechclaims models | evaluate CLAIM MODEL [--param NAME=VALUE] [--json out.json]
+| report RESULTS.json [MORE.json ...] [--out report.html]
 | sweep RESULTS.json --sweep CLAIM[:PARAM]=START:STOP:STEP ... [--out sweep.html] [--json sweep.json]`."""
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ import json
 import sys
 from pathlib import Path
 
+from mechclaims.atomic import atomic_write_text
 from mechclaims.errors import MechclaimsError
 from mechclaims.models import BUNDLED
 
@@ -27,7 +29,6 @@ def _report(args: argparse.Namespace) -> None:
 
 
 def _sweep(args: argparse.Namespace) -> None:
-    from mechclaims.atomic import atomic_write_text
     from mechclaims.arguments import parse_sweeps
     from mechclaims.report import render_report
     from mechclaims.results import RESULTS_INDENT, load_results, merge_results
@@ -45,6 +46,25 @@ def _sweep(args: argparse.Namespace) -> None:
         print(f"wrote {args.json}")
     render_report(data, args.out)
     print(f"wrote {args.out}")
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from mechclaims.arguments import parse_params, parse_thresholds
+    from mechclaims.engine import Settings, evaluate
+    from mechclaims.results import RESULTS_INDENT, json_default
+
+    params = parse_params([f"{args.claim}:{text}" for text in args.param or []])
+    settings = Settings(thresholds=parse_thresholds([f"{args.claim}={args.threshold}"] if args.threshold else []),
+                        params=params, claims_dir=args.claims_dir)
+    result = evaluate(args.claim, args.model, settings)
+    null = "n/a" if result.null_statistic is None else f"{result.null_statistic:.4g}"
+    value = "n/a" if result.statistic is None else f"{result.statistic:.4g}"
+    print(f"{result.claim} on {result.model}: {result.verdict.value}; {result.threshold.statistic} = {value}, "
+          f"threshold {result.threshold.describe()} ({result.threshold.origin}); null = {null}"
+          + (f"; {result.reason}" if result.reason else ""))
+    if args.json is not None:
+        atomic_write_text(args.json, json.dumps(result.to_json(), indent=RESULTS_INDENT, default=json_default))
+        print(f"wrote {args.json}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,6 +85,14 @@ def main(argv: list[str] | None = None) -> int:
     sweep.add_argument("--out", type=Path, default=Path("reports/sweep.html"))
     sweep.add_argument("--json", type=Path, default=None, help="also write the swept results (results.json schema)")
     sweep.set_defaults(run=_sweep)
+    one = commands.add_parser("evaluate", help="run one claim on one model without pytest and print its verdict")
+    one.add_argument("claim", help="a claim id, e.g. knittel2024.embed_raw_orthogonal")
+    one.add_argument("model", help="a model spec, as --model")
+    one.add_argument("--param", action="append", metavar="NAME=VALUE", help="set a claim parameter (repeatable)")
+    one.add_argument("--threshold", default=None, metavar="VALUE", help="replace the threshold value")
+    one.add_argument("--claims-dir", type=Path, default=Path("claims"), help="the folder of claims modules")
+    one.add_argument("--json", type=Path, default=None, help="also write the Result as JSON")
+    one.set_defaults(run=_evaluate)
     args = parser.parse_args(argv)
     try:
         args.run(args)

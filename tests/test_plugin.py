@@ -76,7 +76,7 @@ def test_run_writes_reports_with_ids_verdicts_and_nulls(suite: pytest.Pytester, 
     _run(suite, "--model", str(tiny_gpt2_dir))
     results = _results(suite)
     claim_ids = set(results["claims"])
-    assert len(results["results"]) == len(claim_ids) == 12
+    assert len(results["results"]) == len(claim_ids) == 13
     for claim_id in claim_ids:
         collected.stdout.fnmatch_lines([f"*test_knittel2024_vsa.py::{claim_id}[[]{tiny_gpt2_dir}[]]"])
     for entry in _applicable(results):

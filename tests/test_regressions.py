@@ -13,7 +13,7 @@ import pytest
 from safetensors.torch import load_file, save_file
 
 from mechclaims.cache import MeasurementCache
-from mechclaims.registry import Measurement
+from mechclaims.measurement import Measurement
 
 CLAIM = "toy.embed_ratio"
 METRIC = '''
@@ -30,7 +30,7 @@ def scaled_embedding_cosines(source, variant="raw"):
 '''
 CLAIMS = f'''
 import toy_metric
-from mechclaims.registry import Claim, Threshold
+from mechclaims.claim import Claim, Threshold
 
 CLAIMS = [
     Claim(id="{CLAIM}", paper="toy", section="1", statement="Embeddings are nearly orthogonal.",
