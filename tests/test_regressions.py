@@ -28,7 +28,7 @@ def scaled_embedding_cosines(source, variant="raw"):
     measurement.statistics["mean_abs_ratio"] *= SCALE
     return measurement
 '''
-CLAIMS = f'''
+CLAIMS_MODULE = f'''
 import toy_metric
 from mechclaims.claim import Claim, Threshold
 
@@ -45,7 +45,7 @@ REGRESSION_ITEM = f"regression[[]{CLAIM}[]]"
 @pytest.fixture
 def project(pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
     """A pytester project with one claim whose metric lives in the project (so a test can change it)."""
-    pytester.makepyfile(toy_metric=METRIC.format(scale=1.0), test_toy_claims=CLAIMS)
+    pytester.makepyfile(toy_metric=METRIC.format(scale=1.0), test_toy_claims=CLAIMS_MODULE)
     monkeypatch.setenv("MECHCLAIMS_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     return pytester
