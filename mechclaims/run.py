@@ -37,8 +37,9 @@ class Activations:
     """Activations of `texts` at hook names, batch axis first, right-padded to the longest text.
 
     tokens: int64 [n_texts, max_len] (pad id on padded positions); mask: bool [n_texts, max_len], True on real
-    tokens; arrays: hook name -> [n_texts, ...] float32, zero on padded positions; position_axes: hook name ->
-    the axes of its array that index positions; batch_sizes: texts per forward call, in call order.
+    tokens; arrays: hook name -> [n_texts, ...] float32 (integer hooks such as token ids keep their dtype), zero
+    on padded positions; position_axes: hook name -> the axes of its array that index positions (one for
+    [batch, pos, ...] hooks, query and key for patterns); batch_sizes: texts per forward call, in call order.
     """
 
     tokens: np.ndarray
@@ -94,16 +95,17 @@ def _target_device(device: str | None) -> torch.device:
     """The device to run on: CPU by default; CUDA only when asked for and present."""
     target = torch.device(device or "cpu")
     if target.type == "cuda" and not torch.cuda.is_available():
-        raise MechclaimsError(f"device {device!r} was asked for but torch sees no CUDA device: omit --device or use cpu")
+        raise MechclaimsError(
+            f"device {device!r} was asked for but torch sees no CUDA device: use device='cpu' or a CUDA build of torch"
+        )
     return target
 
 
-def _check_names(model: Model, names: Sequence[str]) -> None:
+def _check_names(model: Model, hooks: dict[str, Any], names: Sequence[str]) -> None:
     """Every name must be a hook of this model; an unknown one fails with the nearest real names."""
-    known = list(model.bridge.hook_dict)
     for name in names:
-        if name not in model.bridge.hook_dict:
-            close = difflib.get_close_matches(name, known, n=3)
+        if name not in hooks:
+            close = difflib.get_close_matches(name, list(hooks), n=3)
             hint = f"did you mean {', '.join(close)}?" if close else "see model.bridge.hook_dict for its hook names"
             raise MechclaimsError(f"model {model.name!r} has no hook {name!r}: {hint}")
 
@@ -131,15 +133,18 @@ def _pad(ids: list[np.ndarray], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
     return tokens, mask
 
 
-def _position_axes(model: Model, name: str, ndim: int) -> tuple[int, ...]:
-    """Axes of a hook's batched activation that index positions (the bridge's own convention)."""
+def _position_axes(hook: Any, name: str, ndim: int) -> tuple[int, ...]:
+    """Axes of a hook's batched activation that index positions (the bridge's convention: patterns and
+    scores are [batch, head, query, key], a hook may declare its `pos_dim`, anything else is [batch, pos, ...])."""
     if name.endswith(PAIRWISE_HOOKS):
         return (ndim - 2, ndim - 1)
-    declared = getattr(model.bridge.hook_dict[name], "pos_dim", None)
+    declared = getattr(hook, "pos_dim", None)
     return (1 if declared is None else declared % ndim,)
 
 
-def _forward(model: Model, tokens: np.ndarray, mask: np.ndarray, names: Sequence[str], device: torch.device) -> tuple[dict[str, torch.Tensor], int]:
+def _forward(
+    model: Model, tokens: np.ndarray, mask: np.ndarray, names: Sequence[str], device: torch.device
+) -> tuple[dict[str, torch.Tensor], int]:
     """One batch through the bridge: (requested activations on the CPU, bytes held: cache plus logits)."""
     logits, cache = model.bridge.run_with_cache(
         torch.from_numpy(tokens).to(device),
@@ -149,7 +154,10 @@ def _forward(model: Model, tokens: np.ndarray, mask: np.ndarray, names: Sequence
     )
     missing = [name for name in names if name not in cache]
     if missing:
-        raise MechclaimsError(f"hook {missing[0]!r} did not fire on model {model.name!r}: it is gated off on this bridge")
+        raise MechclaimsError(
+            f"hook {missing[0]!r} did not fire on model {model.name!r}: it is gated off on this bridge "
+            "(its set_use_* setter enables it)"
+        )
     held = {name: cache[name] for name in names}
     return held, sum(t.nbytes for t in held.values()) + logits.nbytes
 
@@ -188,14 +196,16 @@ def activations(
     in bytes, bound every other text's (no batch is padded longer), so batches hold
     `memory_budget_bytes // that` texts (at least one). `device` is CPU unless asked ("cuda"); the model goes
     back where it was afterwards. `max_length` keeps each text's first tokens; `prepend_bos` overrides the
-    bridge's default. The budget bounds what a batch holds, not the forward's transient intermediates.
+    bridge's default. The budget bounds what one batch holds, not the forward's transient intermediates nor the
+    returned arrays, which grow with the number of texts.
     """
     if not texts:
         raise MechclaimsError("activations() got no texts: pass at least one")
     if batch_size is not None and batch_size < 1:
         raise MechclaimsError(f"batch_size must be at least 1, got {batch_size}")
     names = list(dict.fromkeys(names))
-    _check_names(model, names)
+    hooks = model.bridge.hook_dict
+    _check_names(model, hooks, names)
     target = _target_device(device)
     bridge = model.bridge
     tokenizer = model.tokenizer
@@ -225,7 +235,7 @@ def activations(
                     array = _numpy(value, len(rows))
                     if name not in arrays:
                         arrays[name] = np.zeros((len(texts), *array.shape[1:]), dtype=array.dtype)
-                        position_axes[name] = _position_axes(model, name, array.ndim)
+                        position_axes[name] = _position_axes(hooks[name], name, array.ndim)
                     arrays[name][(rows, *(slice(0, n) for n in array.shape[1:]))] = array
                 if batch_size is None and start == 0:
                     size = max(1, memory_budget_bytes // max(nbytes, 1))

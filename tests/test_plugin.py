@@ -56,6 +56,10 @@ def _results(pytester: pytest.Pytester) -> dict:
         (["--baseline", "/no/such/baselines"], "--baseline /no/such/baselines is not a directory"),
         (["--sweep", "knittel2024.mlp0_token_bundles:=1:2:1"], "use --sweep CLAIM=START:STOP:STEP or CLAIM:PARAM="),
         (["--sweep", "nobody.claim:max_tokens=1:2:1"], "unknown claim 'nobody.claim'"),
+        (["--param", "knittel2024.embed_raw_orthogonal=1"], "use --param CLAIM:NAME=VALUE"),
+        (["--param", "nobody.claim:variant=raw"], "--param names unknown claim 'nobody.claim'"),
+        (["--param", "knittel2024.embed_raw_orthogonal:varient=raw"], "(did you mean 'variant'?)"),
+        (["--param", "knittel2024.embed_raw_orthogonal:bound=high"], "bound='high' does not fit"),
     ],
 )
 def test_bad_options_are_one_line_usage_errors(
@@ -120,6 +124,26 @@ def test_threshold_override_flips_the_verdict(suite: pytest.Pytester, tiny_gpt2_
     passed.assert_outcomes(passed=1)
     entry = _results(suite)["results"][0]
     assert entry["threshold"]["overridden"] and entry["threshold"]["value"] == pytest.approx(statistic * 1.1)
+
+
+def test_param_override_is_measured_recorded_and_marked(suite: pytest.Pytester, tiny_gpt2_dir: Path) -> None:
+    """--param replaces a claim parameter: another measurement (its own cache entry), named in the row
+    and marked in the report."""
+    args = ["--model", str(tiny_gpt2_dir), "-k", "embed_raw"]
+    _run(suite, *args)
+    default = _results(suite)["results"][0]
+    _run(suite, *args, "--param", "knittel2024.embed_raw_orthogonal:variant=centred").assert_outcomes(passed=1)
+    entry = _results(suite)["results"][0]
+    assert entry["params"]["variant"] == "centred" and entry["params_overridden"] == ["variant"]
+    assert entry["cache_hit"] is False and entry["statistic"] != default["statistic"]
+    assert "Parameters overridden by --param" in (suite.path / "reports" / "report.html").read_text()
+
+
+def test_a_claims_list_holding_something_else_is_a_collection_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_broken_claims="CLAIMS = ['knittel2024.embed_raw_orthogonal']")
+    result = _run(pytester, "--collect-only")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(["*CLAIMS[[]0[]] is a str, not a Claim*"])
 
 
 def test_second_run_is_served_from_the_cache(suite: pytest.Pytester, tiny_gpt2_dir: Path) -> None:
