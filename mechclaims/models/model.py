@@ -14,6 +14,9 @@ from mechclaims.errors import MechclaimsError
 
 Processing = Literal["raw", "compat"]
 NORM_GAINS = frozenset({"mlp_in_gain", "unembed_gain"})
+ATTENTION_BIASES = frozenset({"b_Q", "b_K"})
+KEPT_BY_NULL = NORM_GAINS | ATTENTION_BIASES
+"""Per-unit vectors, not matrices: a Gaussian null keeps them (as the random: null model keeps every vector)."""
 ENCODER_MODEL_TYPES = frozenset(
     {"bert", "roberta", "distilbert", "albert", "electra", "mpnet", "deberta", "deberta-v2", "xlm-roberta"}
 )
@@ -21,12 +24,13 @@ ENCODER_MODEL_TYPES = frozenset(
 
 @dataclass(frozen=True)
 class Capabilities:
-    """What a claim may ask of an architecture (DESIGN.md, Models)."""
+    """What a claim may ask of an architecture (DESIGN.md, Models). An attention-only model has
+    `has_mlp` False and `d_mlp` 0; `norm` "none" means no normalisation layers at all."""
 
     architecture: str
     kind: Literal["encoder", "decoder"]
     positions: Literal["absolute", "rotary", "none"]
-    norm: Literal["layernorm", "rmsnorm"]
+    norm: Literal["layernorm", "rmsnorm", "none"]
     gated_mlp: bool
     tied_embeddings: bool
     d_model: int
@@ -36,6 +40,7 @@ class Capabilities:
     n_layers: int
     n_heads: int
     n_kv_heads: int
+    has_mlp: bool = True
 
     @property
     def grouped_kv(self) -> bool:
@@ -51,10 +56,14 @@ class Weights:
 
     W_E [vocab, d]; W_pos [n_ctx, d] or None; W_Q [L, H, d, d_head]; W_K, W_V [L, H_kv, d, d_head]
     (grouped KV heads are not repeated); W_O [L, H, d_head, d]; W_in, W_gate [L, d, d_mlp]
-    (W_gate None unless gated); W_out [L, d_mlp, d]; W_U [d, vocab].
+    (W_gate None unless gated); W_out [L, d_mlp, d]; W_U [d, vocab]. W_in, W_out and mlp_in_gain
+    are None in an attention-only model (`Capabilities.has_mlp` False).
     Norm gains: mlp_in_gain [L, d], the gain of the norm whose output each MLP reads (ln2 in a
     pre-norm decoder, the post-attention ln1 in a post-norm encoder); unembed_gain [d], the final
-    norm's gain before W_U (None without a final norm).
+    norm's gain before W_U. Either is None where that norm has no gain (no norm, or a gain-free one).
+    Attention biases: b_Q [L, H, d_head], b_K [L, H_kv, d_head], zeros for bias-free projections
+    (None only in Weights built by hand without them). New fields go last: `gaussian_like` draws in
+    field order, and baselines hold its numbers.
     """
 
     W_E: np.ndarray
@@ -63,20 +72,23 @@ class Weights:
     W_K: np.ndarray
     W_V: np.ndarray
     W_O: np.ndarray
-    W_in: np.ndarray
+    W_in: np.ndarray | None
     W_gate: np.ndarray | None
-    W_out: np.ndarray
+    W_out: np.ndarray | None
     W_U: np.ndarray
-    mlp_in_gain: np.ndarray
+    mlp_in_gain: np.ndarray | None
     unembed_gain: np.ndarray | None
+    b_Q: np.ndarray | None = None
+    b_K: np.ndarray | None = None
 
     def gaussian_like(self, seed: int, keep: frozenset[str] = frozenset()) -> Weights:
         """The null: every matrix not named in `keep` replaced by i.i.d. N(0, 1) entries, seeded; norm
-        gains are kept, so a gain-scaled null target is a Gaussian seen through the model's own gains."""
+        gains and attention biases are kept, so a gain-scaled null target is a Gaussian seen through
+        the model's own gains."""
         rng = np.random.default_rng(seed)
 
         def draw(name: str, a: np.ndarray | None) -> np.ndarray | None:
-            if a is None or name in keep or name in NORM_GAINS:
+            if a is None or name in keep or name in KEPT_BY_NULL:
                 return a
             return rng.standard_normal(a.shape, dtype=np.float32)
 
@@ -88,6 +100,7 @@ def _numpy(t: torch.Tensor) -> np.ndarray:
 
 
 def _weights_from_bridge(bridge: Any, caps: Capabilities) -> Weights:
+    mlp = caps.has_mlp
     with torch.no_grad():
         return Weights(
             W_E=_numpy(bridge.W_E),
@@ -96,12 +109,14 @@ def _weights_from_bridge(bridge: Any, caps: Capabilities) -> Weights:
             W_K=_numpy(bridge.W_K),
             W_V=_numpy(bridge.W_V),
             W_O=_numpy(bridge.W_O),
-            W_in=_numpy(bridge.W_in),
-            W_gate=_numpy(bridge.W_gate) if caps.gated_mlp else None,
-            W_out=_numpy(bridge.W_out),
+            W_in=_numpy(bridge.W_in) if mlp else None,
+            W_gate=_numpy(bridge.W_gate) if mlp and caps.gated_mlp else None,
+            W_out=_numpy(bridge.W_out) if mlp else None,
             W_U=_numpy(bridge.W_U),
-            mlp_in_gain=np.stack([_numpy(_mlp_input_norm(block, caps).w) for block in bridge.blocks]),
-            unembed_gain=_numpy(bridge.ln_final.w) if hasattr(bridge, "ln_final") else None,
+            mlp_in_gain=_stacked_gains([_mlp_input_norm(block, caps) for block in bridge.blocks]) if mlp else None,
+            unembed_gain=_gain(getattr(bridge, "ln_final", None)),
+            b_Q=_attention_bias(bridge, "b_Q", caps.n_heads, caps),
+            b_K=_attention_bias(bridge, "b_K", caps.n_kv_heads, caps),
         )
 
 
@@ -111,28 +126,58 @@ def _mlp_input_norm(block: Any, caps: Capabilities) -> Any:
     return block.ln1 if caps.kind == "encoder" else block.ln2
 
 
+def _gain(norm: Any) -> np.ndarray | None:
+    """A norm's gain, or None for no norm or a gain-free one (TransformerLens's LNPre, RMSPre, identity)."""
+    weight = getattr(norm, "w", None)
+    return None if weight is None else _numpy(weight)
+
+
+def _stacked_gains(norms: list[Any]) -> np.ndarray | None:
+    """[L, d] gains of one norm per layer, or None when the layers' norms have no gain."""
+    gains = [_gain(norm) for norm in norms]
+    return None if any(gain is None for gain in gains) else np.stack(gains)
+
+
+def _attention_bias(bridge: Any, name: str, heads: int, caps: Capabilities) -> np.ndarray:
+    """Stacked attention bias `name` (b_Q or b_K) [L, heads, d_head]; zeros where the projections have no
+    bias (Llama-style), which TransformerLens refuses to stack."""
+    if any(getattr(block.attn, name, None) is None for block in bridge.blocks):
+        return np.zeros((caps.n_layers, heads, caps.d_head), dtype=np.float32)
+    return _numpy(getattr(bridge, name))
+
+
 def capabilities_of(bridge: Any) -> Capabilities:
     """Read the architecture's capabilities off the bridge config and the Hugging Face config."""
     cfg = bridge.cfg
-    hf_config = bridge.original_model.config
+    hf_config = getattr(bridge.original_model, "config", None)
     model_type = getattr(hf_config, "model_type", "")
+    bidirectional = getattr(cfg, "attention_dir", "causal") == "bidirectional"
     positional = cfg.positional_embedding_type
     n_kv = getattr(cfg, "n_key_value_heads", None) or cfg.n_heads
+    has_mlp = not getattr(cfg, "attn_only", False)
     return Capabilities(
         architecture=type(bridge.original_model).__name__,
-        kind="encoder" if model_type in ENCODER_MODEL_TYPES else "decoder",
+        kind="encoder" if model_type in ENCODER_MODEL_TYPES or bidirectional else "decoder",
         positions="rotary" if positional == "rotary" else ("absolute" if positional == "standard" else "none"),
-        norm="rmsnorm" if str(cfg.normalization_type).upper().startswith("RMS") else "layernorm",
-        gated_mlp=bool(cfg.gated_mlp),
+        norm=_norm_kind(cfg.normalization_type),
+        gated_mlp=has_mlp and bool(cfg.gated_mlp),
         tied_embeddings=bool(getattr(hf_config, "tie_word_embeddings", False)),
         d_model=int(cfg.d_model),
         d_head=int(cfg.d_head),
-        d_mlp=int(cfg.d_mlp),
+        d_mlp=int(cfg.d_mlp) if has_mlp else 0,
         d_vocab=int(cfg.d_vocab),
         n_layers=int(cfg.n_layers),
         n_heads=int(cfg.n_heads),
         n_kv_heads=int(n_kv),
+        has_mlp=has_mlp,
     )
+
+
+def _norm_kind(normalization_type: str | None) -> Literal["layernorm", "rmsnorm", "none"]:
+    """TransformerLens's normalization_type (LN, LNPre, RMS, RMSPre or None) as a Capabilities norm."""
+    if normalization_type is None:
+        return "none"
+    return "rmsnorm" if normalization_type.upper().startswith("RMS") else "layernorm"
 
 
 def checkpoint_name(key: str) -> str:
@@ -184,6 +229,22 @@ class Model:
     resolved_from: str | None = None
     initialised_at_load: tuple[str, ...] = ()
     _weights: dict[str, Weights] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_bridge(cls, bridge: Any, name: str, resolved_from: str | None = None) -> Model:
+        """Where every load ends, whatever the spec's kind: the bridge in eval mode with its capabilities,
+        its fingerprint (non-finite weights are refused) and the parameters its checkpoint lacked."""
+        fingerprint = checked_fingerprint(bridge.original_model, name)
+        bridge.eval()
+        return cls(
+            name=name,
+            bridge=bridge,
+            tokenizer=bridge.tokenizer,
+            capabilities=capabilities_of(bridge),
+            fingerprint=fingerprint,
+            resolved_from=resolved_from,
+            initialised_at_load=initialised_at_load(bridge.original_model),
+        )
 
     def weights(self, processing: Processing = "raw") -> Weights:
         """`raw`: the checkpoint as published; `compat`: TransformerLens-folded (LN folded, centred)."""

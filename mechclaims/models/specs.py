@@ -1,0 +1,131 @@
+"""The model-spec grammar, read in one place into a typed Spec, and the table of spec kinds (DESIGN.md, Models).
+
+    spec := "random" ["@" seed] ":" base | base
+    base := "auto" | kind ":" argument | a bundled name | a folder path | a Hugging Face name
+
+Each kind is one module in `mechclaims.models.kinds` with `check(spec, probe_hub)` (refuse, before
+anything loads, with a one-line MechclaimsError naming the fix) and `boot(spec) -> TransformerBridge`.
+A new kind of model (the suite's own trained models, say) is one more module and one more KINDS entry,
+written `<kind>:<argument>`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
+
+from mechclaims.errors import MechclaimsError
+from mechclaims.models.kinds import bundled, hub, planted, random
+
+RANDOM = re.compile(r"random(?:@(?P<seed>\d+))?:(?P<base>.+)")
+HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
+AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One parsed model spec. `text` is its canonical spelling, which reports show as the model's name
+    (`random@0:` is written `random:`); `argument` is what the kind loads (a hub name, a folder path, a
+    bundled or planted name); `seed` and `base` belong to `random:`, the null model of `base`."""
+
+    text: str
+    kind: str
+    argument: str
+    seed: int = 0
+    base: Spec | None = None
+
+
+class Kind(Protocol):
+    """What a kind module provides."""
+
+    def check(self, spec: Spec, probe_hub: bool) -> None: ...
+
+    def boot(self, spec: Spec) -> Any: ...
+
+
+KINDS: dict[str, Kind] = {
+    "hub": hub,
+    "folder": hub,
+    "bundled": bundled,
+    "random": random,
+    "planted": planted,
+}
+"""Spec kind -> the module that checks and boots it. `auto` is no kind: it is resolved to a spec of
+another kind before loading."""
+BY_FORM = frozenset({"hub", "folder", "bundled", "random"})
+"""Kinds recognised by the form of the spec; every other kind in KINDS is written `<kind>:<argument>`."""
+
+
+def random_text(seed: int, base: str) -> str:
+    """The canonical spelling of the random null of `base` under `seed`."""
+    return f"random:{base}" if seed == 0 else f"random@{seed}:{base}"
+
+
+def parse(text: str) -> Spec:
+    """The one reading of a spec string; a spec that no kind accepts is a one-line MechclaimsError."""
+    match = RANDOM.fullmatch(text)
+    if match is None:
+        return _parse_base(text, text)
+    if RANDOM.fullmatch(match["base"]):
+        raise MechclaimsError(f"nested random: in model spec {text!r}: use random:<spec> once")
+    base = _parse_base(match["base"], text)
+    seed = int(match["seed"] or 0)
+    return Spec(random_text(seed, base.text), "random", base.text, seed=seed, base=base)
+
+
+def _parse_base(text: str, whole: str) -> Spec:
+    """A spec without the random: prefix; `whole` is the spec as written, for the error message."""
+    kind, colon, argument = text.partition(":")
+    if text == AUTO:
+        return Spec(text, AUTO, text)
+    if colon and kind in _prefixed_kinds():
+        return Spec(text, kind, argument)
+    if text in bundled.BUNDLED:
+        return Spec(text, "bundled", text)
+    if text.startswith(("/", ".", "~")) or hub.existing_folder(text) is not None:
+        return Spec(text, "folder", text)
+    if _is_hub_name(text):
+        return Spec(text, "hub", text)
+    raise MechclaimsError(
+        f"unknown model spec {whole!r}: use a Hugging Face name (gpt2), a checkpoint folder, "
+        f"{', '.join([*bundled.BUNDLED, *(f'{kind}:<name>' for kind in _prefixed_kinds())])}, random:<spec> or auto"
+    )
+
+
+def _prefixed_kinds() -> list[str]:
+    """The kinds written `<kind>:<argument>`, in table order."""
+    return [kind for kind in KINDS if kind not in BY_FORM]
+
+
+def _is_hub_name(text: str) -> bool:
+    """A repository id the Hugging Face hub accepts (`name` or `owner/name`)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if not HUB_NAME.fullmatch(text):
+        return False
+    try:
+        validate_repo_id(text)
+    except HFValidationError:
+        return False
+    return True
+
+
+def resolved(spec: Spec, auto: Callable[[], str]) -> Spec:
+    """`spec` with `auto` (also under random:) replaced by the spec that `auto()` names."""
+    if spec.kind == AUTO:
+        return parse(auto())
+    if spec.base is not None and spec.base.kind == AUTO:
+        return parse(random_text(spec.seed, auto()))
+    return spec
+
+
+def check(spec: Spec, probe_hub: bool = True) -> None:
+    """Refuse a spec that cannot load, before anything loads; `auto` always resolves to a loadable model."""
+    if spec.kind != AUTO:
+        KINDS[spec.kind].check(spec, probe_hub)
+
+
+def boot(spec: Spec) -> Any:
+    """A TransformerBridge for a resolved spec (no `auto` left)."""
+    return KINDS[spec.kind].boot(spec)
