@@ -58,6 +58,7 @@ UNITS_NEAR_ORTHOGONAL = Threshold(
 
 def _embedding_claim(variant: str, what: str) -> Claim:
     return Claim(
+        needs=frozenset({"normalised"}) if variant == "ln" else frozenset(),
         id=f"{PAPER}.embed_{variant}_orthogonal",
         paper=PAPER,
         section="VSA-1 (word embeddings)",
@@ -98,7 +99,7 @@ def _bundle_claim(claim_id: str, target: str, statement: str, needs: frozenset[s
         params={"layer": 0, "target": target, **BUNDLE_PARAMS, "candidates": candidates},
         threshold=Threshold(statistic="fraction_at_least", at=0.5, op=">", value=0.80, origin=origin,
                             sweep=(0.3, 0.9, 0.05)),
-        needs=needs,
+        needs=needs | {"mlp"},
         null="random_targets",
         rationale=f"Fraction of layer-0 neurons whose greedy bundle (at most 10 unit {candidates} token embeddings, "
         f"no repeats) reaches cosine >= 0.5 with the raw W_{target} column. Null: Gaussian targets against the "
@@ -131,6 +132,7 @@ CLAIMS = [
         section="VSA-2 (MLP matrices)",
         statement="MLP output vectors (rows of W_out) are nearly orthogonal in every layer.",
         measure=orthogonality.mlp_out_cosines,
+        needs=frozenset({"mlp"}),
         threshold=UNITS_NEAR_ORTHOGONAL,
         trivial_if_null_passes=False,
         rationale="Fraction of layers whose W_out rows have mean |cos| at most 2x the Gaussian null's.",
@@ -176,6 +178,7 @@ CLAIMS = [
         "neurons promote sets of tokens.",
         measure=bundling.layer_bundle_cosines,
         params={"layer": -1, "target": "out", **BUNDLE_PARAMS},
+        needs=frozenset({"mlp"}),
         threshold=Threshold(statistic="fraction_at_least", at=0.5, op=">", value=0.5, origin="suite",
                             sweep=(0.3, 0.9, 0.05)),
         null="random_targets",
@@ -188,6 +191,7 @@ CLAIMS = [
         section="VSA-5 (later MLP layers)",
         statement="Fewer neurons are explained by token bundles in later MLP layers than in the first.",
         measure=bundling.depth_bundle_fractions,
+        needs=frozenset({"mlp"}),
         params={"target": "in", **BUNDLE_PARAMS},
         threshold=Threshold(statistic="decline", op=">", value=0.05, origin="suite", sweep=(0.0, 0.5, 0.05)),
         tolerance=0.01,

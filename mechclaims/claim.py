@@ -131,6 +131,8 @@ REQUIREMENTS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "decoder": (lambda c: c.kind == "decoder", "the model is an encoder"),
     "ungated_mlp": (lambda c: not c.gated_mlp, "the model's MLP is gated"),
     "gated_mlp": (lambda c: c.gated_mlp, "the model's MLP has no gate"),
+    "mlp": (lambda c: c.has_mlp, "the model has no MLP layers"),
+    "normalised": (lambda c: c.norm != "none", "the model has no normalisation layers"),
 }
 """Capabilities a claim may need -> (test on Capabilities, the N/A reason when it fails)."""
 

@@ -16,14 +16,16 @@ from __future__ import annotations
 import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from mechclaims.errors import MechclaimsError
-from mechclaims.models import Model
+
+if TYPE_CHECKING:
+    from mechclaims.models import Model
 
 DEFAULT_MEMORY_BUDGET_BYTES = 1 << 30
 """Bytes one batch may hold in cached activations plus its logits (1 GiB)."""

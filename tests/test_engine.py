@@ -142,3 +142,52 @@ def test_a_result_survives_its_json_form(statistic: float, values: list[float], 
     again = Result.from_json(result.to_json())
     assert again.threshold == threshold and again.threshold.sweep == (0.1, 0.9, 0.1)
     assert again.to_json() == result.to_json()
+
+
+def final_residual_norm(source: object, inputs: object = None, layer: int = -1) -> Measurement:
+    """A toy forward-pass measure: the mean norm of a layer's output over the real tokens of the inputs."""
+    name = f"blocks.{range(source.capabilities.n_layers)[layer]}.hook_resid_post"
+    acts = source.activations(inputs.texts, [name], progress=False)
+    norms = np.linalg.norm(acts.real(name), axis=-1)
+    return Measurement(statistics={"mean_norm": float(norms.mean())}, distribution=norms)
+
+
+FORWARD = Claim(id="toy.resid_norm", paper="toy", section="1", statement="s", measure=final_residual_norm,
+                threshold=Threshold(statistic="mean_norm", op=">", value=0.0, origin="suite"),
+                inputs=Inputs("forward_check"), null="random_model")
+
+
+def test_a_forward_pass_claim_reads_its_data_set_and_runs_its_random_model_null(tiny_gpt2_dir: Path,
+                                                                                tmp_path: Path) -> None:
+    """The statistic equals the transformers model's own last-block output norms (hidden_states before the
+    final LayerNorm, captured by a forward hook), text by text; the null runs the random: model."""
+    import torch
+
+    from mechclaims.datasets import load_dataset
+
+    settings = _settings(tmp_path)
+    result = evaluate(FORWARD, str(tiny_gpt2_dir), settings)
+    model = settings.models.get(str(tiny_gpt2_dir))
+    hf, tokenizer = model.bridge.original_model, model.tokenizer
+    captured: list[torch.Tensor] = []
+    handle = hf.transformer.h[-1].register_forward_hook(
+        lambda module, args, out: captured.append(out[0] if isinstance(out, tuple) else out))
+    norms = []
+    with torch.no_grad():
+        for text in load_dataset("forward_check").texts:
+            hf(torch.tensor([tokenizer(text)["input_ids"]]))
+            norms.extend(captured.pop()[0].norm(dim=-1).tolist())
+    handle.remove()
+    assert result.verdict is Verdict.TRIVIAL  # any model's residual has a norm > 0, its random twin's too
+    assert result.statistic == pytest.approx(float(np.mean(norms)), rel=1e-4)
+    assert f"random:{tiny_gpt2_dir}" in settings.models.models
+    assert result.null_statistic is not None and result.null_statistic != pytest.approx(result.statistic, rel=1e-3)
+
+
+def test_mlp_claims_do_not_apply_to_attention_only_models(tiny_gpt2_model: object) -> None:
+    from mechclaims.claim import not_applicable
+
+    attention_only = replace(tiny_gpt2_model.capabilities, has_mlp=False)
+    claim = find_claim("knittel2024.mlp0_token_bundles", CLAIMS_DIR)
+    assert not_applicable(claim, attention_only) == "the model has no MLP layers"
+    assert not_applicable(claim, tiny_gpt2_model.capabilities) is None

@@ -5,12 +5,14 @@ from __future__ import annotations
 import copy
 import hashlib
 from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
 import torch
 
 from mechclaims.errors import MechclaimsError
+from mechclaims.run import Activations, activations
 
 Processing = Literal["raw", "compat"]
 NORM_GAINS = frozenset({"mlp_in_gain", "unembed_gain"})
@@ -257,6 +259,10 @@ class Model:
                 bridge.enable_compatibility_mode(disable_warnings=True)
             self._weights[processing] = _weights_from_bridge(bridge, self.capabilities)
         return self._weights[processing]
+
+    def activations(self, texts: Sequence[str], names: Sequence[str], **options: Any) -> Activations:
+        """The named hook activations over `texts` (run.activations: batched, masked, memory-bounded)."""
+        return activations(self, texts, names, **options)
 
     def token_strings(self, ids: list[int] | np.ndarray) -> list[str]:
         """The text of each token id, as the tokenizer decodes it alone."""
