@@ -22,7 +22,8 @@ from mechclaims.metrics import orthogonality
 from mechclaims.nulls import MeasurementNull
 from mechclaims.results import Result
 
-CLAIMS_DIR = Path(__file__).resolve().parents[1] / "claims"
+from helpers import CLAIMS_DIR
+
 RATIO = Threshold(statistic="mean_abs_ratio", op="<=", value=2.0, origin="suite")
 
 

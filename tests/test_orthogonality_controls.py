@@ -14,12 +14,15 @@ from typing import Callable
 import numpy as np
 import pytest
 
-from claims import test_knittel2024_vsa as vsa
 from mechclaims.models.model import Capabilities, Weights
-from mechclaims.registry import Claim, Threshold, Verdict, not_applicable
+from mechclaims.claim import Claim, Threshold, Verdict, not_applicable
+from mechclaims.nulls import NULLS
+
+from helpers import claims_by_id
 
 VOCAB, D, LAYERS, HEADS, D_HEAD, D_MLP = 400, 64, 2, 4, 16, 128
-BY_ID = {claim.id: claim for claim in vsa.CLAIMS if claim.measure.__module__.endswith(".orthogonality")}
+BY_ID = {claim_id: claim for claim_id, claim in claims_by_id().items()
+         if claim.paper == "knittel2024" and claim.measure.__module__.endswith(".orthogonality")}
 ORTHOGONALITY = [c for c in BY_ID if c != "knittel2024.ln_removes_shared_direction"]
 EMBEDDING = [c for c in BY_ID if c.startswith("knittel2024.embed_")]
 LAYERNORM = Capabilities(
@@ -114,6 +117,33 @@ def test_ln_claim_fails_without_a_shared_direction_and_passes_with_one() -> None
     shifted = gaussian_weights()
     planted = replace(shifted, W_E=shifted.W_E + 2.0 * np.ones(D, dtype=np.float32))
     assert verdict(claim, planted) is Verdict.PASS
+
+
+def _with_null(claim: Claim, weights: Weights, null: str) -> Verdict:
+    """The claim's verdict on `weights` against the null named `null` drawn from them, as a run draws it."""
+    real = claim.measure(FakeSource(weights), **claim.params)
+    return claim.decide(real, claim.measure(FakeSource(weights.gaussian_like(0, NULLS[null].keep)), **claim.params))[0]
+
+
+def test_a_pass_whose_chance_level_null_passes_too_is_trivial() -> None:
+    """The LN claim's null is a chance level: a null that keeps the shifted embeddings keeps their shared
+    direction and passes too (TRIVIAL); its own Gaussian null has none and fails (PASS)."""
+    claim = BY_ID["knittel2024.ln_removes_shared_direction"]
+    assert claim.trivial_if_null_passes and claim.null == "gaussian"
+    weights = gaussian_weights()
+    shifted = replace(weights, W_E=weights.W_E + 2.0 * np.ones(D, dtype=np.float32))
+    assert _with_null(claim, shifted, "random_targets") is Verdict.TRIVIAL
+    assert _with_null(claim, shifted, claim.null) is Verdict.PASS
+
+
+@pytest.mark.parametrize("claim_id", ORTHOGONALITY)
+def test_a_pass_whose_ideal_null_passes_too_is_not_trivial(claim_id: str) -> None:
+    """For a claim whose null is the ideal, a random codebook and its Gaussian null both pass: PASS; read as a
+    chance level, the same pair would be TRIVIAL."""
+    claim = BY_ID[claim_id]
+    assert not claim.trivial_if_null_passes
+    assert _with_null(claim, gaussian_weights(), claim.null) is Verdict.PASS
+    assert _with_null(replace(claim, trivial_if_null_passes=True), gaussian_weights(), claim.null) is Verdict.TRIVIAL
 
 
 def test_ln_claim_is_not_applicable_to_rmsnorm_models() -> None:

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-CLAIMS_DIR = Path(__file__).resolve().parents[1] / "claims"
+from helpers import CLAIMS_DIR
+
 
 
 @pytest.fixture

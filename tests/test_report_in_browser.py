@@ -1,26 +1,38 @@
-"""The report opened in headless Chromium: it renders, one matrix row per claim, no injected markup."""
+"""The report opened in headless Chromium: it renders, one matrix row per claim painted in its verdict colours, no
+injected markup."""
 
 from __future__ import annotations
 
 import html
 import json
+import math
 import os
 import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from mechclaims.report import render_report
-from tests.test_plugin import CLAIMS_DIR
-from tests.test_report_html import SCRIPT_TOKEN, synthetic_results
+
+from helpers import CLAIMS_DIR, SCRIPT_TOKEN, synthetic_results
 
 pytestmark = pytest.mark.browser
 CHROMIUM_FLAGS = (
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 )
+WINDOW = ("--window-size=1280,2000", "--force-device-scale-factor=1", "--hide-scrollbars")
+IMAGE_PROBE = "[...document.images].map(i => [i.alt, i.complete && i.naturalWidth > 0])"
+MATRIX_PROBE = """[...document.querySelectorAll("#matrix tbody td[class^=verdict-]")].map(td => {
+  const box = td.getBoundingClientRect();
+  return [td.className, box.left, box.top, box.right, box.bottom];
+})"""
+VERDICT_CLASSES = {"verdict-PASS", "verdict-FAIL", "verdict-NA", "verdict-TRIVIAL"}
 
 
 @pytest.fixture(scope="module")
@@ -54,30 +66,44 @@ def test_report_renders_with_one_row_per_claim_and_inert_token_strings(chromium:
     assert SCRIPT_TOKEN not in dom
 
 
-def test_report_screenshot_is_a_picture(chromium: str, tmp_path: Path) -> None:
+def _probed(chromium: str, report: Path, profile: Path, probe: str) -> tuple[Path, Any]:
+    """The report with a script that keeps the JSON of the expression `probe` once the page has loaded, and that
+    JSON as the browser left it in the DOM."""
+    probed = report.with_name("probed.html")
+    script = f'addEventListener("load", () => {{ document.body.dataset.probe = JSON.stringify({probe}); }});'
+    probed.write_text(report.read_text().replace("</body>", f"<script>{script}</script></body>"))
+    dom = _chromium(chromium, profile, "--virtual-time-budget=10000", *WINDOW, "--dump-dom", probed.as_uri()).stdout
+    found = re.search(r'data-probe="([^"]*)"', dom)
+    assert found is not None, "the page did not finish loading"
+    return probed, json.loads(html.unescape(found.group(1)))
+
+
+def _rgb(hex_colour: str) -> tuple[int, int, int]:
+    return int(hex_colour[0:2], 16), int(hex_colour[2:4], 16), int(hex_colour[4:6], 16)
+
+
+def test_report_screenshot_shows_the_matrix_in_verdict_colours(chromium: str, tmp_path: Path) -> None:
+    """In a screenshot, most pixels of each matrix cell have the CSS colour of the cell's verdict: a blank page,
+    a page without the matrix or without its styles fails."""
     report = tmp_path / "report.html"
     render_report(synthetic_results(), report)
+    colours = dict(re.findall(r"\.(verdict-\w+) \{ background: #([0-9a-f]{6}); \}", report.read_text()))
+    assert VERDICT_CLASSES <= colours.keys()
+    probed, cells = _probed(chromium, report, tmp_path / "profile", MATRIX_PROBE)
+    assert sorted(name for name, *_ in cells) == sorted(VERDICT_CLASSES)
     shot = tmp_path / "report.png"
-    _chromium(chromium, tmp_path / "profile", f"--screenshot={shot}", "--window-size=1280,2000", report.as_uri())
-    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-IMAGE_PROBE = """<script>
-window.addEventListener("load", () => {
-  const images = [...document.images];
-  document.body.dataset.images = JSON.stringify(images.map(i => [i.alt, i.complete && i.naturalWidth > 0]));
-});
-</script>"""
+    _chromium(chromium, tmp_path / "profile", f"--screenshot={shot}", *WINDOW, probed.as_uri())
+    pixels = np.asarray(Image.open(shot).convert("RGB"))
+    for name, left, top, right, bottom in cells:
+        cell = pixels[math.ceil(top):math.floor(bottom), math.ceil(left):math.floor(right)].reshape(-1, 3)
+        share = np.all(cell == _rgb(colours[name]), axis=1).mean() if cell.size else 0.0
+        assert share > 0.5, f"{name}: {share:.0%} of the cell's pixels have its verdict colour"
 
 
 def _decoded_images(chromium: str, report: Path, profile: Path) -> list[tuple[str, bool]]:
     """(alt, decoded) for every image of the report once the browser has loaded it."""
-    probed = report.with_name("probed.html")
-    probed.write_text(report.read_text().replace("</body>", IMAGE_PROBE + "</body>"))
-    dom = _chromium(chromium, profile, "--virtual-time-budget=10000", "--dump-dom", probed.as_uri()).stdout
-    images = re.search(r'data-images="([^"]*)"', dom)
-    assert images is not None, "the page did not finish loading"
-    return [(alt, loaded) for alt, loaded in json.loads(html.unescape(images.group(1)))]
+    _, images = _probed(chromium, report, profile, IMAGE_PROBE)
+    return [(alt, loaded) for alt, loaded in images]
 
 
 def test_sweeps_and_model_columns_render_as_pictures(chromium: str, tmp_path: Path) -> None:

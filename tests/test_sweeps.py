@@ -12,10 +12,12 @@ import pytest
 from mechclaims.__main__ import main
 from mechclaims.errors import MechclaimsError
 from mechclaims.metrics.bundling import greedy_bundles
-from mechclaims.registry import Measurement, Threshold, decide
-from mechclaims.results import ROW_DEFAULTS, measurement_json, threshold_json
+from mechclaims.claim import Threshold, Verdict, decide
+from mechclaims.measurement import Measurement, ParamAxis
+from mechclaims.results import Result, load_results
 from mechclaims.sweeps import param_sweep, resweep, threshold_sweep
-from tests.test_report_html import synthetic_results
+
+from helpers import synthetic_results
 
 CLAIM = "paper.bundles"
 THRESHOLD = Threshold(statistic="fraction_at_least", at=0.5, op=">", value=0.3, origin="suite")
@@ -26,8 +28,7 @@ def _bundle_measurement(seed: int, max_tokens: int = 6) -> Measurement:
     rng = np.random.default_rng(seed)
     bundles = greedy_bundles(rng.standard_normal((300, 64)), rng.standard_normal((40, 64)), max_tokens=max_tokens)
     return Measurement(statistics={}, distribution=bundles.final,
-                       by_param={"max_tokens": {"values": list(range(1, max_tokens + 1)),
-                                                "distributions": bundles.best_by_size()}})
+                       by_param={"max_tokens": ParamAxis(list(range(1, max_tokens + 1)), bundles.best_by_size())})
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -44,15 +45,15 @@ def test_kept_distributions_equal_measuring_with_that_parameter(seed: int) -> No
 def test_each_heatmap_row_is_the_threshold_sweep_at_that_parameter() -> None:
     real, null = _bundle_measurement(0), _bundle_measurement(1)
     grid = param_sweep(real, null, THRESHOLD, GRID, "max_tokens", None, True)
-    assert grid["y"] == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0] and grid["x"] == GRID
-    for row, k in enumerate(grid["y"]):
+    assert grid.y == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0] and grid.x == GRID
+    for row, k in enumerate(grid.y):
         points = threshold_sweep(real.at_param("max_tokens", k), null.at_param("max_tokens", k), THRESHOLD, GRID,
-                                 True)["points"]
-        assert grid["statistic"][row] == [p["statistic"] for p in points]
-        assert grid["verdict"][row] == [p["verdict"] for p in points]
-    assert grid["statistic"][-1] == [p["statistic"] for p in threshold_sweep(real, null, THRESHOLD, GRID, True)["points"]]
-    assert np.all(np.diff(np.asarray(grid["statistic"]), axis=0) >= 0)
-    assert len({v for row in grid["verdict"] for v in row}) > 1
+                                 True).points
+        assert grid.statistic[row] == [p.statistic for p in points]
+        assert grid.verdict[row] == [p.verdict for p in points]
+    assert grid.statistic[-1] == [p.statistic for p in threshold_sweep(real, null, THRESHOLD, GRID, True).points]
+    assert np.all(np.diff(np.asarray(grid.statistic), axis=0) >= 0)
+    assert len({v for row in grid.verdict for v in row}) > 1
 
 
 def test_sweeping_what_was_not_kept_is_a_one_line_error() -> None:
@@ -69,9 +70,8 @@ def test_sweeping_what_was_not_kept_is_a_one_line_error() -> None:
 def _saved(tmp_path: Path) -> tuple[Path, Measurement, Measurement]:
     real, null = _bundle_measurement(0), _bundle_measurement(1)
     verdict, statistic, null_statistic = decide(real, null, THRESHOLD)
-    row = {**ROW_DEFAULTS, "model": "m", "claim": CLAIM, "verdict": verdict.value, "statistic": statistic,
-           "null_statistic": null_statistic, "threshold": threshold_json(THRESHOLD), "params": {},
-           "measurement": measurement_json(real), "null": measurement_json(null)}
+    row = Result(model="m", claim=CLAIM, verdict=Verdict(verdict), statistic=statistic, null_statistic=null_statistic,
+                 threshold=THRESHOLD, params={}, measurement=real, null=null).to_json()
     claim = {**next(iter(synthetic_results()["claims"].values())), "trivial_if_null_passes": True}
     results = {**synthetic_results(), "models": {}, "claims": {CLAIM: claim}, "results": [row]}
     path = tmp_path / "results.json"
@@ -81,15 +81,15 @@ def _saved(tmp_path: Path) -> tuple[Path, Measurement, Measurement]:
 
 def test_a_saved_run_sweeps_as_the_run_itself_would(tmp_path: Path) -> None:
     path, real, null = _saved(tmp_path)
-    saved = json.loads(path.read_text())
+    saved = load_results(path)
     swept = resweep(saved, {CLAIM: (0.3, 0.75, 0.15)}, {CLAIM: ("max_tokens", (2.0, 6.0, 2.0))})
-    (row,) = swept["results"]
+    (row,) = swept.results
     expected = threshold_sweep(real, null, THRESHOLD, GRID, True)
-    assert [p["x"] for p in row["sweep"]["points"]] == pytest.approx(GRID)
-    assert [p["verdict"] for p in row["sweep"]["points"]] == [p["verdict"] for p in expected["points"]]
-    assert [p["statistic"] for p in row["sweep"]["points"]] == pytest.approx([p["statistic"] for p in expected["points"]])
-    assert row["param_sweep"]["y"] == [2.0, 4.0, 6.0]
-    assert saved["results"][0]["sweep"] is None
+    assert [p.x for p in row.sweep.points] == pytest.approx(GRID)
+    assert [p.verdict for p in row.sweep.points] == [p.verdict for p in expected.points]
+    assert [p.statistic for p in row.sweep.points] == pytest.approx([p.statistic for p in expected.points])
+    assert row.param_sweep.y == [2.0, 4.0, 6.0]
+    assert saved.results[0].sweep is None
 
 
 def test_sweep_command_prints_verdicts_and_writes_report_and_json(tmp_path: Path, capsys: Any) -> None:
