@@ -17,6 +17,7 @@ from typing import Any, Callable, Literal, Mapping
 
 import numpy as np
 
+from mechclaims.datasets import DATASETS
 from mechclaims.errors import MechclaimsError
 from mechclaims.measurement import Measurement
 from mechclaims.nulls import NULLS, MeasurementNull, Null, WeightNull
@@ -170,7 +171,10 @@ def check_params(measure: Callable[..., Any], params: Mapping[str, Any], where: 
     fits the parameter's annotation; MechclaimsError naming the fix otherwise."""
     signature = inspect.signature(measure)
     accepted = list(signature.parameters)[1:]
-    hints = typing.get_type_hints(measure)
+    try:
+        hints = typing.get_type_hints(measure)
+    except Exception:  # annotations naming what only a type checker imports: check names, not types
+        hints = {}
     for name, value in params.items():
         if name not in accepted:
             raise MechclaimsError(f"{where}: {measure.__name__} has no parameter {name!r}{did_you_mean(name, accepted)}; "
@@ -225,8 +229,6 @@ class Claim:
             self._check_inputs(self.inputs)
 
     def _check_inputs(self, inputs: Inputs) -> None:
-        from mechclaims.datasets import DATASETS
-
         if inputs.dataset not in DATASETS:
             raise MechclaimsError(f"claim {self.id} reads unknown data set {inputs.dataset!r}"
                                   f"{did_you_mean(inputs.dataset, DATASETS)}: choose from {sorted(DATASETS)}")

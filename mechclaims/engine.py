@@ -19,6 +19,7 @@ from mechclaims.baselines import Baselines
 from mechclaims.cache import MeasurementCache, cache_key
 from mechclaims.catalogue import DEFAULT_DIR, find_claim
 from mechclaims.claim import Claim, Grid, Verdict, not_applicable
+from mechclaims.datasets import load_dataset
 from mechclaims.errors import MechclaimsError
 from mechclaims.measurement import Measurement
 from mechclaims.models import Model
@@ -86,8 +87,6 @@ def _null(settings: Settings, claim: Claim, model: Model, extra: dict[str, Any])
 def _measured(settings: Settings, claim: Claim, model: Model, base: dict[str, Any]) -> Result:
     extra: dict[str, Any] = {}
     if claim.inputs is not None:
-        from mechclaims.datasets import load_dataset
-
         extra["inputs"] = load_dataset(claim.inputs.dataset, **claim.inputs.options)
     real, hit = _measure(settings, claim, model, model.fingerprint, "real", extra)
     null = _null(settings, claim, model, extra)

@@ -23,7 +23,7 @@ CLAIM_ITEM_ID = re.compile(r"^([a-z0-9_]+\.[a-z0-9_]+)\[")
 class Hooks:
     """Hooks other mechclaims modules implement."""
 
-    @pytest.hookspec(firstresult=False)
+    @pytest.hookspec
     def pytest_mechclaims_extra_items(self, collector: pytest.Collector, claims: list[Claim], spec: str) -> list[pytest.Item]:
         """More items for these claims on model `spec`, collected after the claim items (e.g. regressions)."""
 
