@@ -121,3 +121,12 @@ def test_rerendering_rejects_a_file_that_is_not_results(tmp_path: Path, capsys: 
     assert main(["report", str(bogus)]) == 2
     error = capsys.readouterr().err.strip()
     assert "not a mechclaims results file" in error and "\n" not in error
+
+
+def test_token_ids_print_as_integers_and_statistics_to_four_figures() -> None:
+    results = synthetic_results()
+    pairs = results["results"][0]["measurement"]["details"]["most_similar_pairs"]
+    pairs[0].update({"a_id": 45180, "b_id": 50256, "cos": 0.912345})
+    html = render_html(results)
+    assert "<td>45180</td>" in html and "<td>50256</td>" in html and "<td>0.9123</td>" in html
+    assert "4.518e+04" not in html
