@@ -161,4 +161,4 @@ def test_concurrent_cache_writers_never_expose_a_partial_entry(tmp_path: Path) -
     with multiprocessing.get_context("spawn").Pool(4) as pool:
         sizes = pool.map(_hammer, [str(tmp_path)] * 4)
     assert {size for worker in sizes for size in worker} == {20_000}
-    assert [p.name for p in (tmp_path / "ab").iterdir()] == ["ab" + "0" * 62 + ".npz"]
+    assert [p.name for p in (tmp_path / "ab").iterdir()] == ["ab" + "0" * 62 + ".json"]
