@@ -98,7 +98,7 @@ def mechclaims_models(request: pytest.FixtureRequest) -> ModelPool:
 def run_claim(request: pytest.FixtureRequest, mechclaims_models: ModelPool) -> None:
     """The generic claim test: the claim's verdict as a pytest outcome (ERROR and FAIL fail, N/A skips)."""
     claim, spec = request.node.stash[CLAIM_KEY]
-    result, _ = request.config.stash[SESSION].result(claim, spec)
+    result = request.config.stash[SESSION].result(claim, spec)
     if result.verdict is Verdict.ERROR:
         pytest.fail(result.reason + (f"\n{result.traceback}" if result.traceback else ""), pytrace=False)
     if result.verdict is Verdict.NA:

@@ -27,7 +27,7 @@ def pytest_mechclaims_extra_items(collector: pytest.Collector, claims: list[Clai
 def check_regression(request: pytest.FixtureRequest, mechclaims_models: ModelPool) -> None:
     """Fails on a regression; different weights and claims without a recorded entry are skips that say so."""
     claim, spec = request.node.stash[CLAIM_KEY]
-    result, _ = request.config.stash[SESSION].result(claim, spec)
+    result = request.config.stash[SESSION].result(claim, spec)
     comparison = result.baseline
     if comparison is None and result.verdict is Verdict.ERROR:
         pytest.fail(result.reason, pytrace=False)

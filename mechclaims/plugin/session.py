@@ -55,13 +55,12 @@ class Session:
         """Whether this run compares `spec` with a recorded baseline (one regression item per claim)."""
         return self.settings.baselines is not None and self.settings.baselines.has(spec)
 
-    def result(self, claim: Claim, spec: str) -> tuple[Result, bool]:
-        """The claim's Result on `spec` (evaluated on first request) and whether this call evaluated it."""
-        if (claim.id, spec) in self.results:
-            return self.results[claim.id, spec], False
-        self.claims.setdefault(claim.id, claim)
-        self.results[claim.id, spec] = evaluate(claim, spec, self.settings)
-        return self.results[claim.id, spec], True
+    def result(self, claim: Claim, spec: str) -> Result:
+        """The claim's Result on `spec`, evaluated on first request."""
+        if (claim.id, spec) not in self.results:
+            self.claims.setdefault(claim.id, claim)
+            self.results[claim.id, spec] = evaluate(claim, spec, self.settings)
+        return self.results[claim.id, spec]
 
 
 SESSION = pytest.StashKey[Session]()
