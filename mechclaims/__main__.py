@@ -57,11 +57,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     settings = Settings(thresholds=parse_thresholds([f"{args.claim}={args.threshold}"] if args.threshold else []),
                         params=params, claims_dir=args.claims_dir)
     result = evaluate(args.claim, args.model, settings)
-    null = "n/a" if result.null_statistic is None else f"{result.null_statistic:.4g}"
-    value = "n/a" if result.statistic is None else f"{result.statistic:.4g}"
-    print(f"{result.claim} on {result.model}: {result.verdict.value}; {result.threshold.statistic} = {value}, "
-          f"threshold {result.threshold.describe()} ({result.threshold.origin}); null = {null}"
-          + (f"; {result.reason}" if result.reason else ""))
+    print(f"{result.verdict.value} {result.summary()}" + (f"; {result.reason}" if result.reason else ""))
     if args.json is not None:
         atomic_write_text(args.json, json.dumps(result.to_json(), indent=RESULTS_INDENT, default=json_default))
         print(f"wrote {args.json}")

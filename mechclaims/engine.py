@@ -55,11 +55,10 @@ def configured(claim: Claim, settings: Settings) -> tuple[Claim, bool]:
     return claim, False
 
 
-def _measure(settings: Settings, claim: Claim, source: Any, fingerprint: str, role: str,
-             extra: dict[str, Any]) -> tuple[Measurement, bool]:
-    """(measurement, served from the cache)."""
-    inputs = extra.get("inputs")
-    params = {**claim.params, **{k: v for k, v in extra.items() if k != "inputs"}}
+def _measure(settings: Settings, claim: Claim, source: Any, fingerprint: str, role: str, inputs: Any,
+             more: dict[str, Any] | None = None) -> tuple[Measurement, bool]:
+    """(measurement, served from the cache); `more` are parameters a measurement null sets."""
+    params = {**claim.params, **(more or {})}
     key = cache_key(fingerprint, claim.measure, params, role, source, None if inputs is None else inputs.fingerprint)
     cached = settings.cache.get(key)
     if cached is not None:
@@ -69,7 +68,7 @@ def _measure(settings: Settings, claim: Claim, source: Any, fingerprint: str, ro
     return measurement, False
 
 
-def _null(settings: Settings, claim: Claim, model: Model, extra: dict[str, Any]) -> Measurement | None:
+def _null(settings: Settings, claim: Claim, model: Model, inputs: Any) -> Measurement | None:
     """The claim's null measurement: weight, model or measurement null (nulls.py)."""
     null = claim.null_baseline
     if null is None:
@@ -80,16 +79,14 @@ def _null(settings: Settings, claim: Claim, model: Model, extra: dict[str, Any])
         source = settings.models.get(null.spec_of(model.name))
     else:
         source = model
-    more = {null.param: null.value} if isinstance(null, MeasurementNull) else {}
-    return _measure(settings, claim, source, model.fingerprint, null.role, {**extra, **more})[0]
+    more = {null.param: null.value} if isinstance(null, MeasurementNull) else None
+    return _measure(settings, claim, source, model.fingerprint, null.role, inputs, more)[0]
 
 
 def _measured(settings: Settings, claim: Claim, model: Model, base: dict[str, Any]) -> Result:
-    extra: dict[str, Any] = {}
-    if claim.inputs is not None:
-        extra["inputs"] = load_dataset(claim.inputs.dataset, **claim.inputs.options)
-    real, hit = _measure(settings, claim, model, model.fingerprint, "real", extra)
-    null = _null(settings, claim, model, extra)
+    inputs = None if claim.inputs is None else load_dataset(claim.inputs.dataset, **claim.inputs.options)
+    real, hit = _measure(settings, claim, model, model.fingerprint, "real", inputs)
+    null = _null(settings, claim, model, inputs)
     threshold = claim.threshold
     sweep, grid_sweep = sweeps_for(threshold, real, null, claim.trivial_if_null_passes, settings.sweeps.get(claim.id),
                                    settings.param_sweeps.get(claim.id))

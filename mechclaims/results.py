@@ -102,6 +102,13 @@ class Result:
     baseline: Comparison | None = None
     traceback: str | None = None
 
+    def summary(self) -> str:
+        """One line: the claim on the model, its statistic against the threshold, and the null."""
+        value = "n/a" if self.statistic is None else f"{self.statistic:.4g}"
+        null = "n/a" if self.null_statistic is None else f"{self.null_statistic:.4g}"
+        return (f"{self.claim} on {self.model}: {self.threshold.statistic} = {value}, threshold "
+                f"{self.threshold.describe()} ({self.threshold.origin}); null = {null}")
+
     def to_json(self) -> dict[str, Any]:
         return {
             "model": self.model,

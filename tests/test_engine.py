@@ -3,6 +3,7 @@ the typed Result's JSON form, and claims modules that must hold only Claims."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -192,3 +193,21 @@ def test_mlp_claims_do_not_apply_to_attention_only_models(tiny_gpt2_model: objec
     claim = find_claim("knittel2024.mlp0_token_bundles", CLAIMS_DIR)
     assert not_applicable(claim, attention_only) == "the model has no MLP layers"
     assert not_applicable(claim, tiny_gpt2_model.capabilities) is None
+
+
+def test_the_evaluate_command_prints_the_verdict_and_writes_the_result(tiny_gpt2_dir: Path, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from mechclaims.__main__ import main
+
+    monkeypatch.setenv("MECHCLAIMS_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "result.json"
+    code = main(["evaluate", "knittel2024.embed_raw_orthogonal", str(tiny_gpt2_dir), "--param", "variant=centred",
+                 "--threshold", "0.5", "--claims-dir", str(CLAIMS_DIR), "--json", str(out)])
+    assert code == 0
+    saved = Result.from_json(json.loads(out.read_text()))
+    assert saved.params["variant"] == "centred" and saved.threshold.value == 0.5 and saved.threshold_overridden
+    assert saved.verdict is (Verdict.PASS if saved.statistic <= 0.5 else Verdict.FAIL)
+    assert capsys.readouterr().out.startswith(f"{saved.verdict.value} knittel2024.embed_raw_orthogonal on ")
+    assert main(["evaluate", "knittel2024.nothing", str(tiny_gpt2_dir), "--claims-dir", str(CLAIMS_DIR)]) == 2
+    assert "unknown claim 'knittel2024.nothing'" in capsys.readouterr().err

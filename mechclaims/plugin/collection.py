@@ -103,15 +103,11 @@ def run_claim(request: pytest.FixtureRequest, mechclaims_models: ModelPool) -> N
         pytest.fail(result.reason + (f"\n{result.traceback}" if result.traceback else ""), pytrace=False)
     if result.verdict is Verdict.NA:
         pytest.skip(f"N/A: {result.reason}")
-    threshold = result.threshold
     for key, value in (("verdict", result.verdict.value), ("statistic", result.statistic),
-                       ("null_statistic", result.null_statistic), ("threshold", threshold.describe()),
-                       ("origin", threshold.origin)):
+                       ("null_statistic", result.null_statistic), ("threshold", result.threshold.describe()),
+                       ("origin", result.threshold.origin)):
         request.node.user_properties.append((key, value))
-    null = "n/a" if result.null_statistic is None else f"{result.null_statistic:.4g}"
-    summary = (f"{claim.id} on {result.model}: {threshold.statistic} = {result.statistic:.4g}, threshold "
-               f"{threshold.describe()} ({threshold.origin}); null = {null}")
     if result.verdict is Verdict.FAIL:
-        pytest.fail(f"FAIL {summary}", pytrace=False)
+        pytest.fail(f"FAIL {result.summary()}", pytrace=False)
     if result.verdict is Verdict.TRIVIAL and request.config.stash[OPTIONS].strict_null:
-        pytest.fail(f"TRIVIAL (--strict-null) {summary}: the null baseline passes too", pytrace=False)
+        pytest.fail(f"TRIVIAL (--strict-null) {result.summary()}: the null baseline passes too", pytrace=False)
