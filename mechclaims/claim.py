@@ -145,6 +145,32 @@ class Inputs:
     dataset: str
     options: Mapping[str, Any] = field(default_factory=dict)
 
+    def to_json(self) -> dict[str, Any]:
+        return {"dataset": self.dataset, "options": dict(self.options)}
+
+
+@dataclass(frozen=True)
+class Gate:
+    """A condition on the real measurement for the claim to apply: `statistic op value`, else N/A with
+    `reason` and the measured number (e.g. a model that cannot do the task a claim is about). The null is
+    not gated: a random model is expected to fail the task."""
+
+    statistic: str
+    op: Op
+    value: float
+    reason: str
+
+    def __post_init__(self) -> None:
+        if self.op not in OPS:
+            raise MechclaimsError(f"gate op {self.op!r} is not one of {sorted(OPS)}")
+
+    def not_met(self, measurement: Measurement) -> str | None:
+        """The N/A reason when the measurement fails the gate, else None."""
+        measured = float(measurement.statistics[self.statistic])
+        if OPS[self.op](measured, self.value):
+            return None
+        return f"{self.reason} ({self.statistic} = {measured:.4g}, needs {self.op} {self.value:g})"
+
 
 def _accepts(value: Any, expected: Any) -> bool:
     """Whether `value` fits the annotation `expected` (bool, int, float, str, Literal, unions; others pass)."""
@@ -208,7 +234,8 @@ class Claim:
     trivial_if_null_passes: bool = True
     rationale: str = ""
     tolerance: float = 0.01
-    inputs: Inputs | None = None
+    inputs: Inputs | tuple[Inputs, ...] | None = None
+    gate: Gate | None = None
 
     def __post_init__(self) -> None:
         if not CLAIM_ID.match(self.id):
@@ -228,10 +255,19 @@ class Claim:
         if self.inputs is not None:
             self._check_inputs(self.inputs)
 
-    def _check_inputs(self, inputs: Inputs) -> None:
-        if inputs.dataset not in DATASETS:
-            raise MechclaimsError(f"claim {self.id} reads unknown data set {inputs.dataset!r}"
-                                  f"{did_you_mean(inputs.dataset, DATASETS)}: choose from {sorted(DATASETS)}")
+    @property
+    def input_list(self) -> tuple[Inputs, ...]:
+        """The claim's data sets as a tuple (empty without inputs)."""
+        if self.inputs is None:
+            return ()
+        return self.inputs if isinstance(self.inputs, tuple) else (self.inputs,)
+
+    def _check_inputs(self, inputs: Inputs | tuple[Inputs, ...]) -> None:
+        for one in self.input_list:
+            if not isinstance(one, Inputs) or one.dataset not in DATASETS:
+                name = getattr(one, "dataset", one)
+                raise MechclaimsError(f"claim {self.id} reads unknown data set {name!r}"
+                                      f"{did_you_mean(str(name), DATASETS)}: choose from {sorted(DATASETS)}")
         if "inputs" not in inspect.signature(self.measure).parameters:
             raise MechclaimsError(f"claim {self.id} has inputs but {self.measure.__name__} takes no `inputs` argument")
         if isinstance(self.null_baseline, WeightNull):
@@ -265,7 +301,9 @@ class Claim:
             "null": None if null is None else null.name,
             "trivial_if_null_passes": self.trivial_if_null_passes,
             "tolerance": self.tolerance,
-            "inputs": None if self.inputs is None else {"dataset": self.inputs.dataset, "options": dict(self.inputs.options)},
+            "inputs": None if self.inputs is None else [one.to_json() for one in self.input_list],
+            "gate": None if self.gate is None else {"statistic": self.gate.statistic, "op": self.gate.op,
+                                                    "value": self.gate.value, "reason": self.gate.reason},
         }
 
 

@@ -59,13 +59,28 @@ def _measure(settings: Settings, claim: Claim, source: Any, fingerprint: str, ro
              more: dict[str, Any] | None = None) -> tuple[Measurement, bool]:
     """(measurement, served from the cache); `more` are parameters a measurement null sets."""
     params = {**claim.params, **(more or {})}
-    key = cache_key(fingerprint, claim.measure, params, role, source, None if inputs is None else inputs.fingerprint)
+    key = cache_key(fingerprint, claim.measure, params, role, source, _fingerprint_of(inputs))
     cached = settings.cache.get(key)
     if cached is not None:
         return cached, True
     measurement = claim.measure(source, **params, **({} if inputs is None else {"inputs": inputs}))
     settings.cache.put(key, measurement)
     return measurement, False
+
+
+def _fingerprint_of(inputs: Any) -> str | None:
+    """The data set's fingerprint; several data sets' joined in order."""
+    if inputs is None:
+        return None
+    return "+".join(one.fingerprint for one in inputs) if isinstance(inputs, tuple) else inputs.fingerprint
+
+
+def _load_inputs(claim: Claim) -> Any:
+    """The claim's data set, or a tuple of them when it reads several; None without inputs."""
+    loaded = tuple(load_dataset(one.dataset, **one.options) for one in claim.input_list)
+    if not loaded:
+        return None
+    return loaded if isinstance(claim.inputs, tuple) else loaded[0]
 
 
 def _null(settings: Settings, claim: Claim, model: Model, inputs: Any) -> Measurement | None:
@@ -84,8 +99,11 @@ def _null(settings: Settings, claim: Claim, model: Model, inputs: Any) -> Measur
 
 
 def _measured(settings: Settings, claim: Claim, model: Model, base: dict[str, Any]) -> Result:
-    inputs = None if claim.inputs is None else load_dataset(claim.inputs.dataset, **claim.inputs.options)
+    inputs = _load_inputs(claim)
     real, hit = _measure(settings, claim, model, model.fingerprint, "real", inputs)
+    gated = None if claim.gate is None else claim.gate.not_met(real)
+    if gated:
+        return Result(verdict=Verdict.NA, reason=gated, cache_hit=hit, measurement=real, **base)
     null = _null(settings, claim, model, inputs)
     threshold = claim.threshold
     sweep, grid_sweep = sweeps_for(threshold, real, null, claim.trivial_if_null_passes, settings.sweeps.get(claim.id),

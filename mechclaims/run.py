@@ -41,7 +41,8 @@ class Activations:
     tokens: int64 [n_texts, max_len] (pad id on padded positions); mask: bool [n_texts, max_len], True on real
     tokens; arrays: hook name -> [n_texts, ...] float32 (integer hooks such as token ids keep their dtype), zero
     on padded positions; position_axes: hook name -> the axes of its array that index positions (one for
-    [batch, pos, ...] hooks, query and key for patterns); batch_sizes: texts per forward call, in call order.
+    [batch, pos, ...] hooks, query and key for patterns); batch_sizes: texts per forward call, in call order;
+    last_logits: float32 [n_texts, vocab], the logits at each text's last real position (when asked for).
     """
 
     tokens: np.ndarray
@@ -49,6 +50,7 @@ class Activations:
     arrays: dict[str, np.ndarray]
     position_axes: dict[str, tuple[int, ...]]
     batch_sizes: tuple[int, ...]
+    last_logits: np.ndarray | None = None
 
     @property
     def lengths(self) -> np.ndarray:
@@ -146,8 +148,8 @@ def _position_axes(hook: Any, name: str, ndim: int) -> tuple[int, ...]:
 
 def _forward(
     model: Model, tokens: np.ndarray, mask: np.ndarray, names: Sequence[str], device: torch.device
-) -> tuple[dict[str, torch.Tensor], int]:
-    """One batch through the bridge: (requested activations on the CPU, bytes held: cache plus logits)."""
+) -> tuple[dict[str, torch.Tensor], torch.Tensor, int]:
+    """One batch through the bridge: (requested activations on the CPU, logits, bytes held: cache plus logits)."""
     logits, cache = model.bridge.run_with_cache(
         torch.from_numpy(tokens).to(device),
         attention_mask=torch.from_numpy(mask).to(device=device, dtype=torch.long),
@@ -161,7 +163,7 @@ def _forward(
             "(its set_use_* setter enables it)"
         )
     held = {name: cache[name] for name in names}
-    return held, sum(t.nbytes for t in held.values()) + logits.nbytes
+    return held, logits, sum(t.nbytes for t in held.values()) + logits.nbytes
 
 
 def _zero_padding(array: np.ndarray, mask: np.ndarray, axes: tuple[int, ...]) -> None:
@@ -191,6 +193,7 @@ def activations(
     progress: bool = True,
     max_length: int | None = None,
     prepend_bos: bool | None = None,
+    last_logits: bool = False,
 ) -> Activations:
     """Run `texts` through `model` and return the activations at hook `names` (see `Activations`).
 
@@ -198,7 +201,7 @@ def activations(
     in bytes, bound every other text's (no batch is padded longer), so batches hold
     `memory_budget_bytes // that` texts (at least one). `device` is CPU unless asked ("cuda"); the model goes
     back where it was afterwards. `max_length` keeps each text's first tokens; `prepend_bos` overrides the
-    bridge's default. The budget bounds what one batch holds, not the forward's transient intermediates nor the
+    bridge's default; `last_logits` keeps the logits at each text's last real position. The budget bounds what one batch holds, not the forward's transient intermediates nor the
     returned arrays, which grow with the number of texts.
     """
     if not texts:
@@ -221,6 +224,7 @@ def activations(
     arrays: dict[str, np.ndarray] = {}
     position_axes: dict[str, tuple[int, ...]] = {}
     batch_sizes: list[int] = []
+    final = np.zeros((len(texts), 0), dtype=np.float32)
     bar = tqdm(total=len(texts), desc=f"{model.name}: forward", unit="text", disable=not progress)
     try:
         if target != home:
@@ -232,7 +236,12 @@ def activations(
             while start < len(order):
                 rows = order[start : start + size]
                 width = int(mask[rows].sum(axis=1).max())
-                held, nbytes = _forward(model, tokens[rows, :width], mask[rows, :width], names, target)
+                held, logits, nbytes = _forward(model, tokens[rows, :width], mask[rows, :width], names, target)
+                if last_logits:
+                    last = logits[torch.arange(len(rows)), torch.from_numpy(mask[rows].sum(axis=1) - 1)]
+                    if final.shape[1] == 0:
+                        final = np.zeros((len(texts), last.shape[-1]), dtype=np.float32)
+                    final[rows] = last.float().cpu().numpy()
                 for name, value in held.items():
                     array = _numpy(value, len(rows))
                     if name not in arrays:
@@ -251,4 +260,4 @@ def activations(
         bridge.train(was_training)
     for name, array in arrays.items():
         _zero_padding(array, mask, position_axes[name])
-    return Activations(tokens, mask, arrays, position_axes, tuple(batch_sizes))
+    return Activations(tokens, mask, arrays, position_axes, tuple(batch_sizes), final if last_logits else None)

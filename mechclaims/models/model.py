@@ -264,6 +264,27 @@ class Model:
         """The named hook activations over `texts` (run.activations: batched, masked, memory-bounded)."""
         return activations(self, texts, names, **options)
 
+    def rotary_tables(self, n_positions: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """(cos, sin), float64 [n_positions, d_head], as the model's own rotary module computes them for positions
+        0..n_positions-1 (any scaling included); None for a model without rotary positions."""
+        if self.capabilities.positions != "rotary":
+            return None
+        module = next((m for m in self.bridge.original_model.modules() if type(m).__name__.endswith("RotaryEmbedding")),
+                      None)
+        if module is None:
+            raise MechclaimsError(f"model {self.name!r} has rotary positions but no *RotaryEmbedding module to read")
+        probe = torch.zeros(1, n_positions, self.capabilities.d_head)
+        with torch.no_grad():
+            cos, sin = module(probe, torch.arange(n_positions)[None])
+        return cos[0].double().numpy(), sin[0].double().numpy()
+
+    def single_token_id(self, text: str) -> int | None:
+        """The id of `text` when the tokenizer makes it exactly one token (no special tokens), else None."""
+        if self.tokenizer is None:
+            return None
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return int(ids[0]) if len(ids) == 1 else None
+
     def token_strings(self, ids: list[int] | np.ndarray) -> list[str]:
         """The text of each token id, as the tokenizer decodes it alone."""
         if self.tokenizer is None:

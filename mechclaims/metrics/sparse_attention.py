@@ -1,0 +1,392 @@
+"""The sparse-attention claims' measurements (Franco & Crovella 2024, CLAIMS_CATALOGUE.md section 2): prompts
+through a Source's forward pass, every head's scores decomposed (attention_decomposition), then one
+Measurement per claim.
+
+The residual each head reads and the weights it is decomposed with follow the authors (section 2.0): in a
+normalised decoder, `ln1.hook_normalized` with TransformerLens-folded (`compat`) weights; elsewhere (an encoder,
+whose attention reads the post-norm residual, or a model without norms) the input of the query projection with
+the raw weights. The self-check claim compares the decomposed scores with the model's own.
+
+IOI positions come from the model's own tokens: IO is the IO name's token, S1 and S2 the S name's first two,
+'end' the last token (our prompts end before the IO name). Prompts run without a prepended BOS, as the
+authors'. One forward pass and decomposition per (model, data set, parameters) is shared by every claim in
+the process (`_analysis`).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from mechclaims.datasets.base import Dataset
+from mechclaims.errors import MechclaimsError
+from mechclaims.measurement import Measurement, Source
+from mechclaims.metrics.attention_decomposition import (
+    Firings,
+    OmegaSVD,
+    augmented,
+    decompose_layer,
+    identity_error,
+    key_heads,
+    omega_svd,
+    random_bases,
+    rotary_offset_matrices,
+    selected_sets,
+    softmax_rows,
+    usage_share,
+)
+from mechclaims.stats import auroc
+
+Basis = Literal["singular", "random"]
+RANDOM_BASIS_SEED = 0
+ANALYSES_KEPT = 3
+ROLES = ("IO", "S1", "S2", "end")
+
+
+@dataclass(frozen=True)
+class LayerView:
+    """One layer as the claims read it: its SVDs, the residual it read [n, T, d], its firings and each head's
+    attention from 'end' to IO averaged over prompts [H] (NaN without IOI positions)."""
+
+    svd: OmegaSVD
+    residual: np.ndarray
+    firings: Firings
+    end_to_io: np.ndarray
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Every layer of one model on one data set: the decomposition's self-check per layer, the reference it
+    was checked against, the layers, positions (role -> [n]; only `end` on a data set without IOI roles),
+    token ids and mask [n, T], the logit difference IO - S at end per prompt (None off IOI), and the words the
+    IOI data set dropped for this tokenizer."""
+
+    identity: np.ndarray
+    reference: str
+    layers: tuple[LayerView, ...]
+    positions: dict[str, np.ndarray]
+    tokens: np.ndarray
+    mask: np.ndarray
+    logit_diff: np.ndarray | None
+    dropped: tuple[str, ...]
+    rank: int
+
+    def firings(self) -> list[tuple[int, Firings]]:
+        return [(layer, view.firings) for layer, view in enumerate(self.layers)]
+
+
+_ANALYSES: OrderedDict[tuple[Any, ...], Analysis] = OrderedDict()
+
+
+def _reading(source: Source) -> tuple[str, str]:
+    """(weight processing, residual hook pattern) the decomposition uses on this model (module docstring)."""
+    caps = source.capabilities
+    if caps.kind == "decoder" and caps.norm != "none":
+        return "compat", "blocks.{}.ln1.hook_normalized"
+    return "raw", "blocks.{}.attn.q.hook_in"
+
+
+def _svds(source: Source, processing: str, length: int) -> list[OmegaSVD]:
+    """Every layer's OmegaSVD; one per offset 1 - length .. length - 1 under rotary positions."""
+    caps = source.capabilities
+    weights = source.weights(processing)
+    groups = key_heads(caps.n_heads, caps.n_kv_heads)
+    tables = source.rotary_tables(length)
+    offsets = tuple(range(-(length - 1), length))
+    matrices = None if tables is None else rotary_offset_matrices(*tables, offsets)
+    svds = []
+    for layer in range(caps.n_layers):
+        query = augmented(weights.W_Q[layer], weights.b_Q[layer])
+        key = augmented(weights.W_K[layer], weights.b_K[layer])[groups]
+        svds.append(omega_svd(query, key, matrices, None if matrices is None else offsets))
+    return svds
+
+
+def _ioi_positions(source: Source, dataset: Dataset, tokens: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
+    """role -> position [n] in each prompt's tokens; a prompt where a name is not found is a one-line error."""
+    ids = {word: source.single_token_id(" " + word) for row in dataset.metadata for word in (row["io"], row["s"])}
+    found = {role: np.zeros(len(tokens), dtype=np.int64) for role in ROLES}
+    for n, (row, line, real) in enumerate(zip(dataset.metadata, tokens, mask)):
+        line = line[real]
+        io = np.flatnonzero(line == ids[row["io"]])
+        s = np.flatnonzero(line == ids[row["s"]])
+        if len(io) < 1 or len(s) < 2:
+            raise MechclaimsError(f"IOI prompt {n} ({dataset.texts[n]!r}) does not hold its names as single tokens "
+                                  "on this model: the IOI data set's word filter and the tokenizer disagree")
+        found["IO"][n], found["S1"][n], found["S2"][n], found["end"][n] = io[0], s[0], s[1], len(line) - 1
+    return found
+
+
+def _prompts(source: Source, dataset: Dataset) -> Dataset:
+    """The IOI data set restricted to words that are single tokens (with their leading space) on this model."""
+    restrict = getattr(dataset, "restricted", None)
+    if restrict is None:
+        return dataset
+    return restrict(lambda word: source.single_token_id(" " + word) is not None)
+
+
+def _analysis(source: Source, dataset: Dataset, threshold: float, basis: Basis, max_length: int | None = None) -> Analysis:
+    """Run the data set through the source and decompose every layer (memoised per model, data and parameters)."""
+    key = (getattr(source, "name", id(source)), getattr(source, "fingerprint", None), dataset.fingerprint, threshold,
+           basis, max_length)
+    if key in _ANALYSES:
+        _ANALYSES.move_to_end(key)
+        return _ANALYSES[key]
+    caps = source.capabilities
+    prompts = _prompts(source, dataset)
+    processing, residual_hook = _reading(source)
+    names = []
+    for layer in range(caps.n_layers):
+        names += [residual_hook.format(layer), f"blocks.{layer}.attn.hook_attn_scores", f"blocks.{layer}.attn.hook_pattern"]
+    is_ioi = bool(prompts.metadata) and "io" in prompts.metadata[0]
+    acts = source.activations(list(prompts.texts), names, prepend_bos=False, max_length=max_length,
+                              last_logits=is_ioi, progress=False)
+    tokens, mask = acts.tokens, acts.mask
+    positions = _ioi_positions(source, prompts, tokens, mask) if is_ioi else {"end": acts.last_positions}
+    causal = caps.kind == "decoder"
+    length = tokens.shape[1]
+    svds = _svds(source, processing, length)
+    rotations = random_bases(caps.n_heads, caps.d_head, RANDOM_BASIS_SEED) if basis == "random" else None
+    n = len(tokens)
+    valid = mask[:, None, :, None] & mask[:, None, None, :]
+    if causal:
+        valid = valid & np.tril(np.ones((length, length), dtype=bool))[None, None]
+    identity, layers, reference = [], [], "hook_attn_scores"
+    for layer, svd in enumerate(svds):
+        x = acts.arrays[residual_hook.format(layer)]
+        pattern = acts.arrays[f"blocks.{layer}.attn.hook_pattern"]
+        hooked = acts.arrays[f"blocks.{layer}.attn.hook_attn_scores"].astype(np.float64)
+        decomposed = decompose_layer(x, svd, pattern, mask, positions["end"], causal, threshold, rotations)
+        scaled = decomposed.scores / np.sqrt(caps.d_head)
+        holds_probabilities = np.allclose(np.where(valid, hooked, 0), np.where(valid, pattern, 0), atol=1e-6)
+        if holds_probabilities:
+            reference = "hook_pattern (this bridge's hook_attn_scores holds the softmax, not the scores)"
+            identity.append(float(np.abs(softmax_rows(scaled, valid) - np.where(valid, pattern, 0)).max()))
+        else:
+            identity.append(identity_error(scaled, hooked, valid))
+        end_to_io = (pattern[np.arange(n), :, positions["end"], positions["IO"]].mean(axis=0) if is_ioi
+                     else np.full(caps.n_heads, np.nan))
+        layers.append(LayerView(svd, x, decomposed.firings, end_to_io))
+    logit_diff = None
+    if is_ioi:
+        io_ids = np.array([source.single_token_id(" " + row["io"]) for row in prompts.metadata])
+        s_ids = np.array([source.single_token_id(" " + row["s"]) for row in prompts.metadata])
+        logit_diff = acts.last_logits[np.arange(n), io_ids] - acts.last_logits[np.arange(n), s_ids]
+    analysis = Analysis(np.array(identity), reference, tuple(layers), positions, tokens, mask, logit_diff,
+                        tuple(getattr(prompts, "dropped", ())), caps.d_head)
+    _ANALYSES[key] = analysis
+    while len(_ANALYSES) > ANALYSES_KEPT:
+        _ANALYSES.popitem(last=False)
+    return analysis
+
+
+def _task_statistics(analysis: Analysis) -> dict[str, float]:
+    """The IOI task statistics every IOI measurement carries (the gate reads `ioi_logit_diff`)."""
+    if analysis.logit_diff is None:
+        return {}
+    return {"ioi_logit_diff": float(analysis.logit_diff.mean()),
+            "ioi_accuracy": float(np.mean(analysis.logit_diff > 0))}
+
+
+def _task_details(analysis: Analysis) -> dict[str, Any]:
+    return {"prompts": int(len(analysis.tokens)), "dropped_words": list(analysis.dropped)}
+
+
+def _label(layer: int, head: int) -> str:
+    return f"{layer}.{head}"
+
+
+def _head_table(analysis: Analysis, top: int = 12) -> list[dict[str, Any]]:
+    """The `top` heads by firings: label, firings, mean and median selected-set size."""
+    rows = []
+    for layer, firings in analysis.firings():
+        for head in np.unique(firings.head):
+            sizes = firings.size[(firings.head == head) & (firings.size > 0)]
+            if len(sizes):
+                rows.append({"head": _label(layer, int(head)), "firings": int(len(sizes)),
+                             "mean_size": float(sizes.mean()), "median_size": float(np.median(sizes))})
+    return sorted(rows, key=lambda row: -row["firings"])[:top]
+
+
+def decomposition_identity(source: Source, inputs: Dataset) -> Measurement:
+    """Self-check: per layer, max |sum_k sigma_k (x~_i.u_k)(v_k.x~_j) / sqrt(d_head) - the model's score| over
+    every real (causal) pair, over max |score| (or, where the bridge's score hook holds probabilities, the
+    largest gap between the decomposed scores' softmax and the model's attention pattern)."""
+    analysis = _analysis(source, inputs, 1.0, "singular")
+    return Measurement(
+        statistics={"relative_error": float(analysis.identity.max())},
+        distribution=analysis.identity,
+        distribution_label="per layer: decomposed vs the model's own scores (relative error)",
+        details={"reference": analysis.reference, "layers": len(analysis.identity), **_task_details(analysis)},
+    )
+
+
+def firing_selected_sets(source: Source, inputs: Dataset, threshold: float = 1.0, basis: Basis = "singular") -> Measurement:
+    """SAD-1: |S_ij| / d_head for every firing pair of every head (zero-score firings counted apart). `basis`
+    "random" decomposes in a Haar-random orthonormal basis of the same singular spaces (the null)."""
+    analysis = _analysis(source, inputs, threshold, basis)
+    sizes = np.concatenate([f.size for _, f in analysis.firings()])
+    scored = sizes[sizes > 0]
+    if len(scored) == 0:
+        raise MechclaimsError("no head fires (attention >= 0.5 off position 0 with a positive score) on these prompts")
+    return Measurement(
+        statistics={"median_fraction": float(np.median(scored) / analysis.rank), "mean_size": float(scored.mean()),
+                    "firings": float(len(scored)), "zero_score_firings": float(np.sum(sizes == 0)),
+                    **_task_statistics(analysis)},
+        distribution=scored / analysis.rank,
+        distribution_label=f"selected-set size / d_head ({analysis.rank}) per firing pair, all heads",
+        details={"heads": _head_table(analysis), "basis": basis, **_task_details(analysis)},
+    )
+
+
+def singular_vector_reuse(source: Source, inputs: Dataset, threshold: float = 1.0, basis: Basis = "singular",
+                          min_firings: int = 20, top_fraction: float = 0.1875) -> Measurement:
+    """SAD-2: per head (per head and offset under rotary positions, where the basis differs by offset) with at
+    least `min_firings` firings, the share of all singular-vector uses taken by its k = top_fraction * d_head
+    most-used vectors, over the uniform share k / d_head (the paper's 12 of 64)."""
+    analysis = _analysis(source, inputs, threshold, basis)
+    k = max(1, round(top_fraction * analysis.rank))
+    ratios, labels = [], []
+    for layer, firings in analysis.firings():
+        for head, offset in sorted(set(zip(firings.head.tolist(), firings.offset.tolist()))):
+            chosen = (firings.head == head) & (firings.offset == offset) & (firings.size > 0)
+            if chosen.sum() >= min_firings:
+                ratios.append(usage_share(firings.selected[chosen], k) / (k / analysis.rank))
+                labels.append(_label(layer, head) if len(analysis.layers[layer].svd.s[0]) == 1
+                              else f"{_label(layer, head)}@{analysis.layers[layer].svd.offsets[offset]}")
+    if not ratios:
+        raise MechclaimsError(f"no head fires {min_firings} times on these prompts: lower min_firings or add prompts")
+    return Measurement(
+        statistics={"median_ratio": float(np.median(ratios)), "groups": float(len(ratios)), **_task_statistics(analysis)},
+        distribution=np.array(ratios),
+        distribution_label=f"top-{k} share of singular-vector uses over uniform ({k}/{analysis.rank}), per head",
+        details={"groups": labels[:50], "top": k, "basis": basis, **_task_details(analysis)},
+    )
+
+
+def _name_mover(analysis: Analysis) -> tuple[int, int]:
+    """(layer, head) attending most from end to IO, averaged over prompts (the rule that finds (9,9)-like heads)."""
+    table = np.stack([view.end_to_io for view in analysis.layers])
+    layer, head = np.unravel_index(np.nanargmax(table), table.shape)
+    return int(layer), int(head)
+
+
+def _pair_firings(analysis: Analysis, layer: int, head: int, dest: str, src: str) -> np.ndarray:
+    """Indices into layer's firings of head's firings from role `dest` to role `src` (per prompt)."""
+    firings = analysis.layers[layer].firings
+    return np.flatnonzero((firings.head == head) & (firings.dest == analysis.positions[dest][firings.prompt])
+                          & (firings.source == analysis.positions[src][firings.prompt]) & (firings.size > 0))
+
+
+def name_signal_auroc(source: Source, inputs: Dataset, threshold: float = 1.0, min_share: float = 0.5) -> Measurement:
+    """SAD-3: for the name-mover head (most attention end -> IO), the singular vectors its end -> IO firings use
+    in at least `min_share` of them span V_s; each token's mean ||(V_s V_s^T x~)[:d]|| over its occurrences
+    (positions <= end) ranks names above the other tokens: AUROC of names vs the rest."""
+    analysis = _analysis(source, inputs, threshold, "singular")
+    layer, head = _name_mover(analysis)
+    view = analysis.layers[layer]
+    chosen = _pair_firings(analysis, layer, head, "end", "IO")
+    if len(chosen) == 0:
+        raise MechclaimsError(f"head {_label(layer, head)} never fires from end to IO: no V-space signal to read")
+    use = view.firings.selected[chosen].mean(axis=0)
+    vectors = np.flatnonzero(use >= min_share)
+    if len(vectors) == 0:
+        vectors = np.argsort(-use)[:1]
+    right = view.svd.right(head)[:, vectors]
+    x = np.concatenate([view.residual, np.ones((*view.residual.shape[:2], 1), dtype=np.float32)], axis=2)
+    projected = (x @ right) @ right.T
+    norms = np.linalg.norm(projected[..., :-1], axis=-1)
+    upto = np.arange(x.shape[1])[None] <= analysis.positions["end"][:, None]
+    keep = upto & analysis.mask
+    ids, values = analysis.tokens[keep], norms[keep]
+    unique, inverse = np.unique(ids, return_inverse=True)
+    means = np.bincount(inverse, weights=values) / np.bincount(inverse)
+    names = {int(t) for role in ("IO", "S1") for t in analysis.tokens[np.arange(len(analysis.tokens)), analysis.positions[role]]}
+    is_name = np.array([int(t) in names for t in unique])
+    if is_name.all() or not is_name.any():
+        raise MechclaimsError("the IOI prompts need both name and non-name tokens for SAD-3")
+    strings = source.token_strings(unique[np.argsort(-means)][:15])
+    return Measurement(
+        statistics={"auroc": auroc(means[is_name], means[~is_name]), "vectors": float(len(vectors)),
+                    **_task_statistics(analysis)},
+        distribution=means,
+        distribution_label=f"mean V-space signal norm of head {_label(layer, head)} per distinct token",
+        details={"head": _label(layer, head), "singular_vectors": vectors.tolist(), "top_tokens": strings,
+                 "end_to_io_firings": int(len(chosen)), **_task_details(analysis)},
+    )
+
+
+def task_firing_contrast(source: Source, inputs: tuple[Dataset, Dataset], threshold: float = 1.0,
+                         heads: int = 3) -> Measurement:
+    """SAD-6: the `heads` heads attending most from end to IO fire (source not position 0) more per prompt on
+    IOI prompts than on generic text cut to the IOI prompts' length: per head, the IOI rate over the generic
+    rate (the generic rate floored at one firing over all its prompts)."""
+    ioi, generic = inputs
+    task = _analysis(source, ioi, threshold, "singular")
+    contrast = _analysis(source, generic, threshold, "singular", max_length=int(task.mask.sum(axis=1).max()))
+    table = np.stack([view.end_to_io for view in task.layers])
+    order = np.argsort(-table, axis=None)[:heads]
+    ratios, rows = [], []
+    for flat in order:
+        layer, head = np.unravel_index(flat, table.shape)
+        on_task = np.sum(task.layers[layer].firings.head == head) / len(task.tokens)
+        off_task = max(np.sum(contrast.layers[layer].firings.head == head), 1) / len(contrast.tokens)
+        ratios.append(on_task / off_task)
+        rows.append({"head": _label(int(layer), int(head)), "ioi_per_prompt": float(on_task),
+                     "generic_per_prompt": float(off_task), "end_to_io": float(table[layer, head])})
+    return Measurement(
+        statistics={"min_ratio": float(min(ratios)), **_task_statistics(task)},
+        distribution=np.array(ratios),
+        distribution_label=f"IOI over generic-text firing rate, top {heads} end->IO heads",
+        details={"heads": rows, **_task_details(task)},
+    )
+
+
+def named_head_firings(source: Source, inputs: Dataset, head: str, expected_firings: float, expected_mean_size: float,
+                       threshold: float = 1.0) -> Measurement:
+    """The paper's GPT-2 numbers for one head's end -> IO firings (e.g. (9,9): 201 firings, mean |S| 12.5):
+    relative deviations |measured - paper| / paper of the firing count and the mean selected-set size."""
+    layer, index = (int(part) for part in head.split("."))
+    analysis = _analysis(source, inputs, threshold, "singular")
+    if layer >= len(analysis.layers) or index >= source.capabilities.n_heads:
+        raise MechclaimsError(f"head {head} does not exist in this model")
+    chosen = _pair_firings(analysis, layer, index, "end", "IO")
+    sizes = analysis.layers[layer].firings.size[chosen]
+    mean_size = float(sizes.mean()) if len(sizes) else 0.0
+    return Measurement(
+        statistics={"firings_deviation": abs(len(chosen) - expected_firings) / expected_firings,
+                    "mean_size_deviation": abs(mean_size - expected_mean_size) / expected_mean_size,
+                    "firings": float(len(chosen)), "mean_size": mean_size, **_task_statistics(analysis)},
+        details={"head": head, **_task_details(analysis)},
+    )
+
+
+def studied_head_firings(source: Source, inputs: Dataset, heads: str, expected: str, threshold: float = 1.0) -> Measurement:
+    """The paper's firing counts (source not position 0, 256 prompts) of its studied heads: per head,
+    |measured - paper| / paper, measured rescaled to 256 prompts. `heads` "8.6,4.11,..." and `expected`
+    "517,3825,..." are comma-separated and aligned."""
+    labels = heads.split(",")
+    counts = [float(c) for c in expected.split(",")]
+    if len(labels) != len(counts):
+        raise MechclaimsError(f"{len(labels)} heads but {len(counts)} expected counts: align them")
+    analysis = _analysis(source, inputs, threshold, "singular")
+    scale = 256 / len(analysis.tokens)
+    deviations, rows = [], []
+    for label, paper in zip(labels, counts):
+        layer, head = (int(part) for part in label.split("."))
+        measured = np.sum(analysis.layers[layer].firings.head == head) * scale
+        deviations.append(abs(measured - paper) / paper)
+        rows.append({"head": label, "paper": paper, "measured": float(measured)})
+    return Measurement(
+        statistics={"max_deviation": float(max(deviations)), **_task_statistics(analysis)},
+        distribution=np.array(deviations),
+        distribution_label="per studied head: |firings - paper's| / paper's",
+        details={"heads": rows, **_task_details(analysis)},
+    )
+
+
+__all__ = ["Analysis", "selected_sets", "decomposition_identity", "firing_selected_sets", "singular_vector_reuse",
+           "name_signal_auroc", "task_firing_contrast", "named_head_firings", "studied_head_firings"]
