@@ -108,8 +108,10 @@ def test_every_template_has_one_io_two_subjects_a_place_and_an_object() -> None:
     [
         (lambda text: text.replace("[B] and [A]", "[A] and [B]", 1), r"line 1 .* must introduce the two people"),
         (lambda text: text.replace("[OBJECT]", "[THING]", 1), r"line 1 .* has placeholders"),
-        (lambda text: text + "\n[B] and [A] saw Sam at the [PLACE]. [B] gave a [OBJECT] to\n",
+        (lambda text: text + "\nThen [B] and [A] saw Sam at the [PLACE]. [B] gave a [OBJECT] to\n",
          r"name 'Sam' also occurs in a template"),
+        (lambda text: text + "\n[B] and [A] went to the [PLACE]. [B] gave a [OBJECT] to\n",
+         r"line 15 .* space before every placeholder"),
     ],
 )
 def test_a_bad_template_is_an_error(

@@ -80,7 +80,7 @@ def build(*, n: int = 256, seed: int = 0) -> IOIDataset:
 
 def check_template(template: str, *, where: str) -> None:
     """A one-line error unless `template` holds one [A], two [B], one [PLACE] and one [OBJECT], no other
-    bracket, and opens its story with the literal "[B] and [A]" (the first [B])."""
+    bracket, a space before each placeholder, and opens its story with the literal "[B] and [A]" (the first [B])."""
     counts = {placeholder: template.count(placeholder) for placeholder in PLACEHOLDER_COUNTS}
     if counts != PLACEHOLDER_COUNTS:
         raise MechclaimsError(f"{NAME}: {where} has placeholders {counts}: it needs exactly {PLACEHOLDER_COUNTS}")
@@ -89,6 +89,9 @@ def check_template(template: str, *, where: str) -> None:
         bare = bare.replace(placeholder, "")
     if "[" in bare or "]" in bare:
         raise MechclaimsError(f"{NAME}: {where} has an unknown placeholder: use only {', '.join(PLACEHOLDER_COUNTS)}")
+    if re.search(r"(^|[^ ])\[(A|B|PLACE|OBJECT)\]", template):
+        raise MechclaimsError(f"{NAME}: {where} must put a space before every placeholder (no template may open with "
+                              "one): a word's token then always carries its leading space")
     if template.find(FIRST_CLAUSE) != template.find("[B]"):
         raise MechclaimsError(f"{NAME}: {where} must introduce the two people as {FIRST_CLAUSE!r} (BABA form)")
 

@@ -15,9 +15,10 @@ the offset j - i, so there is one Omega per offset, Omega_(j-i) = A R_i^T R_j B^
 same way. Grouped KV heads use their shared key head.
 
 The selected set of a pair is the shortest prefix of its terms, largest first, whose sum exceeds
-`threshold` times the score (the paper uses threshold 1.0). Edge cases: a negative score mirrors the rule
-(most negative first, against |score|); when no prefix exceeds (all terms positive and threshold >= 1) the set
-is every positive term; a zero score has no set (size 0) and is counted apart. A pair fires when its attention
+`threshold` times the score (the paper uses threshold 1.0), up to float32 rounding (ROUNDING), so a term
+below rounding never joins a set. Edge cases: a negative score mirrors the rule (most negative first, against
+|score|); when no prefix exceeds (threshold > 1 with all terms positive) the set is every positive term; a
+zero score has no set (size 0) and is counted apart. A pair fires when its attention
 is >= 0.5, its source is not position 0, its score is >= 0 and both positions are <= 'end'.
 """
 
@@ -29,6 +30,8 @@ import numpy as np
 import torch
 
 FIRING_ATTENTION = 0.5
+ROUNDING = 1e-5
+"""Relative rounding of float32 terms: a prefix within ROUNDING * sum |t_k| of exceeding counts as exceeding."""
 
 
 @dataclass(frozen=True)
@@ -114,7 +117,8 @@ def selected_sets(terms: np.ndarray, threshold: float = 1.0) -> tuple[np.ndarray
     signed = terms * np.where(score < 0, -1.0, 1.0)[:, None]
     order = np.argsort(-signed, axis=1, kind="stable")
     running = np.cumsum(np.take_along_axis(signed, order, axis=1), axis=1)
-    exceeds = running > threshold * np.abs(score)[:, None]
+    rounding = ROUNDING * np.abs(terms).sum(axis=1)
+    exceeds = running > (threshold * np.abs(score) - rounding)[:, None]
     sizes = np.where(exceeds.any(axis=1), exceeds.argmax(axis=1) + 1, (signed > 0).sum(axis=1))
     sizes = np.where(score == 0, 0, sizes)
     ranks = np.empty_like(order)

@@ -159,6 +159,7 @@ def _analysis(source: Source, dataset: Dataset, threshold: float, basis: Basis, 
         x = acts.arrays[residual_hook.format(layer)]
         pattern = acts.arrays[f"blocks.{layer}.attn.hook_pattern"]
         hooked = acts.arrays[f"blocks.{layer}.attn.hook_attn_scores"].astype(np.float64)
+        valid = np.broadcast_to(valid, hooked.shape)
         decomposed = decompose_layer(x, svd, pattern, mask, positions["end"], causal, threshold, rotations)
         scaled = decomposed.scores / np.sqrt(caps.d_head)
         holds_probabilities = np.allclose(np.where(valid, hooked, 0), np.where(valid, pattern, 0), atol=1e-6)
@@ -239,6 +240,27 @@ def firing_selected_sets(source: Source, inputs: Dataset, threshold: float = 1.0
         distribution=scored / analysis.rank,
         distribution_label=f"selected-set size / d_head ({analysis.rank}) per firing pair, all heads",
         details={"heads": _head_table(analysis), "basis": basis, **_task_details(analysis)},
+    )
+
+
+def basis_specificity(source: Source, inputs: Dataset, threshold: float = 1.0) -> Measurement:
+    """SAD-1, its basis-specific reading: the same firings decomposed in a Haar-random orthonormal basis of the
+    same singular spaces need `basis_ratio` = mean |S| (random basis) / mean |S| (singular basis) times as many
+    terms; the distribution is each firing's |S| / d_head in the singular basis."""
+    singular = _analysis(source, inputs, threshold, "singular")
+    rotated = _analysis(source, inputs, threshold, "random")
+    sizes = np.concatenate([f.size for _, f in singular.firings()])
+    random_sizes = np.concatenate([f.size for _, f in rotated.firings()])
+    keep = (sizes > 0) & (random_sizes > 0)
+    if not keep.any():
+        raise MechclaimsError("no head fires (attention >= 0.5 off position 0 with a positive score) on these prompts")
+    mean, random_mean = float(sizes[keep].mean()), float(random_sizes[keep].mean())
+    return Measurement(
+        statistics={"basis_ratio": random_mean / mean, "mean_size": mean, "random_basis_mean_size": random_mean,
+                    "firings": float(keep.sum()), **_task_statistics(singular)},
+        distribution=sizes[keep] / singular.rank,
+        distribution_label=f"selected-set size / d_head ({singular.rank}) per firing pair, singular basis",
+        details={"heads": _head_table(singular), **_task_details(singular)},
     )
 
 
@@ -389,4 +411,4 @@ def studied_head_firings(source: Source, inputs: Dataset, heads: str, expected: 
 
 
 __all__ = ["Analysis", "selected_sets", "decomposition_identity", "firing_selected_sets", "singular_vector_reuse",
-           "name_signal_auroc", "task_firing_contrast", "named_head_firings", "studied_head_firings"]
+           "basis_specificity", "name_signal_auroc", "task_firing_contrast", "named_head_firings", "studied_head_firings"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -43,20 +44,28 @@ def redrawn(hf_model: torch.nn.Module, seed: int) -> torch.nn.Module:
     return clone
 
 
+SPECIALS = ("<|endoftext|>", "<unk>")
 PLANTED_K = 4
 PLANTED_SNR = 10.0
 
 
-def word_tokenizer(vocab_size: int, specials: tuple[str, ...] = ("<|endoftext|>", "<unk>")) -> Any:
+def word_tokenizer(vocab_size: int, specials: tuple[str, ...] = SPECIALS) -> Any:
     """A whitespace word-level tokenizer: `specials` first, then word0, word1, ... up to `vocab_size`."""
+    return vocabulary_tokenizer([f"word{i}" for i in range(vocab_size - len(specials))], specials)
+
+
+def vocabulary_tokenizer(words: Sequence[str], specials: tuple[str, ...] = SPECIALS,
+                         split_punctuation: bool = False) -> Any:
+    """A word-level tokenizer over `specials` then `words` (ids in that order); words split at whitespace, and
+    at punctuation too with `split_punctuation`; any other word is the unknown token (specials[1])."""
     from tokenizers import Tokenizer
     from tokenizers.models import WordLevel
-    from tokenizers.pre_tokenizers import WhitespaceSplit
+    from tokenizers.pre_tokenizers import Whitespace, WhitespaceSplit
     from transformers import PreTrainedTokenizerFast
 
-    words = [*specials, *(f"word{i}" for i in range(vocab_size - len(specials)))]
-    backend = Tokenizer(WordLevel({w: i for i, w in enumerate(words)}, unk_token=specials[1]))
-    backend.pre_tokenizer = WhitespaceSplit()
+    vocabulary = [*specials, *dict.fromkeys(w for w in words if w not in specials)]
+    backend = Tokenizer(WordLevel({w: i for i, w in enumerate(vocabulary)}, unk_token=specials[1]))
+    backend.pre_tokenizer = Whitespace() if split_punctuation else WhitespaceSplit()
     return PreTrainedTokenizerFast(
         tokenizer_object=backend, unk_token=specials[1], eos_token=specials[0], bos_token=specials[0], pad_token=specials[0]
     )
@@ -100,3 +109,30 @@ def planted_bundles(random_neurons: bool, seed: int = 0, vocab: int = 2048, d_mo
         model.transformer.h[0].mlp.c_fc.weight.copy_(torch.from_numpy(reads.T).float())
         model.transformer.h[-1].mlp.c_proj.weight.copy_(torch.from_numpy(writes).float())
     return model, planted
+
+
+PLANTED_HEAD_RANK = 2
+
+
+def planted_low_rank_head(words: Sequence[str], seed: int = 0, d_model: int = 64, scale: float = 6.0) -> Any:
+    """The positive control of the sparse-attention claims: a one-layer, one-head GPT-2-architecture model over
+    the vocabulary `words` whose head has a rank-PLANTED_HEAD_RANK Omega (W_Q and W_K both `scale` times the
+    same two orthonormal directions, no query or key bias), so each score is a sum of at most two non-zero
+    terms. Its `random:` twin redraws every matrix (same std), which makes Omega full rank."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    config = GPT2Config(n_layer=1, n_head=1, n_embd=d_model, n_inner=4 * d_model,
+                        vocab_size=len(words) + len(SPECIALS), n_positions=64, bos_token_id=0, eos_token_id=0)
+    model = GPT2LMHeadModel(config)
+    rng = np.random.default_rng(seed)
+    directions, _ = np.linalg.qr(rng.standard_normal((d_model, PLANTED_HEAD_RANK)))
+    qk = torch.zeros(d_model, 2 * d_model)
+    planted = torch.from_numpy(directions * scale).float()
+    qk[:, :PLANTED_HEAD_RANK] = planted
+    qk[:, d_model:d_model + PLANTED_HEAD_RANK] = planted
+    with torch.no_grad():
+        attention = model.transformer.h[0].attn
+        attention.c_attn.weight[:, : 2 * d_model] = qk
+        attention.c_attn.bias[: 2 * d_model] = 0.0
+    return model
