@@ -211,3 +211,23 @@ def test_the_evaluate_command_prints_the_verdict_and_writes_the_result(tiny_gpt2
     assert capsys.readouterr().out.startswith(f"{saved.verdict.value} knittel2024.embed_raw_orthogonal on ")
     assert main(["evaluate", "knittel2024.nothing", str(tiny_gpt2_dir), "--claims-dir", str(CLAIMS_DIR)]) == 2
     assert "unknown claim 'knittel2024.nothing'" in capsys.readouterr().err
+
+
+def texts_and_norm(source: object, inputs: tuple = (), layer: int = -1) -> Measurement:
+    """A toy measure over two data sets: the number of texts in each, and the residual norm on the first."""
+    first = final_residual_norm(source, inputs[0], layer)
+    return Measurement(statistics={**first.statistics, "texts": float(len(inputs[0]) + len(inputs[1]))})
+
+
+@pytest.mark.parametrize(("needed", "verdict"), [(1e9, Verdict.NA), (0.0, Verdict.TRIVIAL)])
+def test_a_gate_makes_a_claim_not_applicable_with_the_measured_number_and_inputs_may_be_several(
+        tiny_gpt2_dir: Path, tmp_path: Path, needed: float, verdict: Verdict) -> None:
+    from mechclaims.claim import Gate
+
+    claim = replace(FORWARD, measure=texts_and_norm, inputs=(Inputs("forward_check"), Inputs("generic_text", {"n": 3})),
+                    gate=Gate("mean_norm", ">", needed, "the residual is too small"))
+    result = evaluate(claim, str(tiny_gpt2_dir), _settings(tmp_path))
+    assert result.verdict is verdict, result.summary()
+    assert result.measurement.statistics["texts"] == 12 + 3
+    if verdict is Verdict.NA:
+        assert result.reason.startswith("the residual is too small (mean_norm = ") and result.null is None

@@ -288,3 +288,20 @@ def test_cuda_equals_cpu_and_the_model_stays_put(tiny_gpt2_model: Model) -> None
     for name in names:
         np.testing.assert_allclose(gpu.arrays[name], cpu.arrays[name], rtol=0, atol=1e-4)
     assert next(tiny_gpt2_model.bridge.original_model.parameters()).device.type == "cpu"
+
+
+@pytest.mark.parametrize("fixture", ["tiny_gpt2_model", "tiny_llama_model"])
+def test_last_logits_are_the_models_own_at_each_texts_last_token(fixture: str, request: pytest.FixtureRequest) -> None:
+    """Texts of different lengths in one batch: each row equals the HF model's logits for that text alone."""
+    import torch
+
+    model = request.getfixturevalue(fixture)
+    texts = ["a b", "a b c d e f", "c"]
+    acts = activations(model, texts, [], batch_size=3, progress=False, last_logits=True)
+    hf = model.bridge.original_model
+    for row, text in enumerate(texts):
+        ids = acts.tokens[row][acts.mask[row]]
+        with torch.no_grad():
+            expected = hf(torch.from_numpy(ids)[None]).logits[0, -1].numpy()
+        np.testing.assert_allclose(acts.last_logits[row], expected, rtol=1e-4, atol=1e-4)
+    assert activations(model, texts, [], progress=False).last_logits is None
