@@ -14,7 +14,7 @@ drop them, so no statistic sees them.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -146,16 +146,29 @@ def _position_axes(hook: Any, name: str, ndim: int) -> tuple[int, ...]:
     return (1 if declared is None else declared % ndim,)
 
 
+def _adder(delta: np.ndarray, device: torch.device) -> Any:
+    """A forward hook adding `delta` [batch, width, ...] to the hook's activation."""
+    added = torch.from_numpy(delta).to(device)
+
+    def add(activation: torch.Tensor, hook: Any) -> torch.Tensor:
+        return activation + added.to(activation.dtype)
+
+    return add
+
+
 def _forward(
-    model: Model, tokens: np.ndarray, mask: np.ndarray, names: Sequence[str], device: torch.device
+    model: Model, tokens: np.ndarray, mask: np.ndarray, names: Sequence[str], device: torch.device,
+    additions: Mapping[str, np.ndarray],
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor, int]:
-    """One batch through the bridge: (requested activations on the CPU, logits, bytes held: cache plus logits)."""
-    logits, cache = model.bridge.run_with_cache(
-        torch.from_numpy(tokens).to(device),
-        attention_mask=torch.from_numpy(mask).to(device=device, dtype=torch.long),
-        names_filter=list(names),
-        device=torch.device("cpu"),
-    )
+    """One batch through the bridge, `additions` (hook -> [batch, width, ...]) added on the way: (requested
+    activations on the CPU, logits, bytes held: cache plus logits)."""
+    with model.bridge.hooks(fwd_hooks=[(name, _adder(delta, device)) for name, delta in additions.items()]):
+        logits, cache = model.bridge.run_with_cache(
+            torch.from_numpy(tokens).to(device),
+            attention_mask=torch.from_numpy(mask).to(device=device, dtype=torch.long),
+            names_filter=list(names),
+            device=torch.device("cpu"),
+        )
     missing = [name for name in names if name not in cache]
     if missing:
         raise MechclaimsError(
@@ -194,6 +207,7 @@ def activations(
     max_length: int | None = None,
     prepend_bos: bool | None = None,
     last_logits: bool = False,
+    additions: Mapping[str, np.ndarray] | None = None,
 ) -> Activations:
     """Run `texts` through `model` and return the activations at hook `names` (see `Activations`).
 
@@ -201,7 +215,8 @@ def activations(
     in bytes, bound every other text's (no batch is padded longer), so batches hold
     `memory_budget_bytes // that` texts (at least one). `device` is CPU unless asked ("cuda"); the model goes
     back where it was afterwards. `max_length` keeps each text's first tokens; `prepend_bos` overrides the
-    bridge's default; `last_logits` keeps the logits at each text's last real position. The budget bounds what one batch holds, not the forward's transient intermediates nor the
+    bridge's default; `last_logits` keeps the logits at each text's last real position; `additions` maps hook
+    names to arrays [n_texts, max_len, ...] added to those activations (an intervention; zero on pads). The budget bounds what one batch holds, not the forward's transient intermediates nor the
     returned arrays, which grow with the number of texts.
     """
     if not texts:
@@ -210,7 +225,7 @@ def activations(
         raise MechclaimsError(f"batch_size must be at least 1, got {batch_size}")
     names = list(dict.fromkeys(names))
     hooks = model.bridge.hook_dict
-    _check_names(model, hooks, names)
+    _check_names(model, hooks, [*names, *(additions or {})])
     target = _target_device(device)
     bridge = model.bridge
     tokenizer = model.tokenizer
@@ -236,7 +251,8 @@ def activations(
             while start < len(order):
                 rows = order[start : start + size]
                 width = int(mask[rows].sum(axis=1).max())
-                held, logits, nbytes = _forward(model, tokens[rows, :width], mask[rows, :width], names, target)
+                edits = {name: np.ascontiguousarray(delta[rows, :width]) for name, delta in (additions or {}).items()}
+                held, logits, nbytes = _forward(model, tokens[rows, :width], mask[rows, :width], names, target, edits)
                 if last_logits:
                     last = logits[torch.arange(len(rows)), torch.from_numpy(mask[rows].sum(axis=1) - 1)]
                     if final.shape[1] == 0:

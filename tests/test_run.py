@@ -305,3 +305,28 @@ def test_last_logits_are_the_models_own_at_each_texts_last_token(fixture: str, r
             expected = hf(torch.from_numpy(ids)[None]).logits[0, -1].numpy()
         np.testing.assert_allclose(acts.last_logits[row], expected, rtol=1e-4, atol=1e-4)
     assert activations(model, texts, [], progress=False).last_logits is None
+
+
+def test_additions_change_the_forward_pass_exactly_where_added(tiny_gpt2_model: Model) -> None:
+    """Adding a vector to one text's residual at one position equals running that text with the edited
+    embedding output through HF; the other text and earlier positions do not move."""
+    import torch
+
+    texts = ["a b c d", "a b"]
+    name = "blocks.0.hook_resid_pre"
+    plain = activations(tiny_gpt2_model, texts, [name, "blocks.1.hook_resid_pre"], progress=False, last_logits=True)
+    delta = np.zeros(plain.arrays[name].shape, dtype=np.float32)
+    delta[0, 2] = np.random.default_rng(0).standard_normal(delta.shape[-1])
+    edited = activations(tiny_gpt2_model, texts, ["blocks.1.hook_resid_pre"], progress=False, last_logits=True,
+                         additions={name: delta})
+    after = edited.arrays["blocks.1.hook_resid_pre"]
+    np.testing.assert_allclose(after[0, :2], plain.arrays["blocks.1.hook_resid_pre"][0, :2], atol=1e-5)
+    assert np.abs(after[0, 2:4] - plain.arrays["blocks.1.hook_resid_pre"][0, 2:4]).max() > 1e-3
+    np.testing.assert_allclose(edited.last_logits[1], plain.last_logits[1], atol=1e-5)
+    hf = tiny_gpt2_model.bridge.original_model
+    ids = torch.from_numpy(plain.tokens[0][plain.mask[0]])[None]
+    with torch.no_grad():
+        embedded = hf.transformer.wte(ids)  # GPT-2 adds its position embeddings to inputs_embeds itself
+        embedded[0, 2] += torch.from_numpy(delta[0, 2])
+        expected = hf(inputs_embeds=embedded).logits[0, -1].numpy()
+    np.testing.assert_allclose(edited.last_logits[0], expected, rtol=1e-4, atol=1e-4)
