@@ -236,3 +236,33 @@ def usage_share(selected: np.ndarray, top: int) -> float:
     total = counts.sum()
     return float(counts[:top].sum() / total) if total else 0.0
 
+
+
+def signal_vectors(svd: OmegaSVD, residual: np.ndarray, firings: Firings) -> tuple[np.ndarray, np.ndarray]:
+    """Each firing's destination- and source-side signal directions in the augmented residual space (section
+    2.0, tracing): w_dest = sum_{k in S} sign_k sqrt(sigma_k) u_k and w_src = sum_{k in S} sign_k sqrt(sigma_k) v_k,
+    sign_k = sign(x~_i . u_k), so that the selected terms are sum_k (w_dest-part . x~_i)(w_src-part . x~_j) per k.
+    residual [n, T, d] -> ([F, d+1], [F, d+1]); grouped by (head, offset), vectorised within a group."""
+    dest = np.zeros((len(firings.head), residual.shape[2] + 1))
+    src = np.zeros_like(dest)
+    for head, offset in set(zip(firings.head.tolist(), firings.offset.tolist())):
+        rows = np.flatnonzero((firings.head == head) & (firings.offset == offset))
+        left = svd.query_basis[head] @ svd.u[head, offset]
+        right = svd.key_basis[head] @ svd.v[head, offset]
+        x = residual[firings.prompt[rows], firings.dest[rows]].astype(np.float64)
+        signs = np.sign(np.concatenate([x, np.ones((len(rows), 1))], axis=1) @ left)
+        weights = firings.selected[rows] * signs * np.sqrt(svd.s[head, offset])[None]
+        dest[rows] = weights @ left.T
+        src[rows] = weights @ right.T
+    return dest, src
+
+
+def upstream_contributions(z: np.ndarray, w_o: np.ndarray, vectors: np.ndarray, prompts: np.ndarray,
+                           positions: np.ndarray) -> np.ndarray:
+    """contrib[f, h] = (z[p_f, t_f, h] W_O[h]) . vectors[f]: what each head of an upstream layer writes along a
+    firing's signal direction at that firing's position. z [n, T, H, d_head], W_O [H, d_head, d],
+    vectors [F, d] -> [F, H]."""
+    along = torch.einsum("hed,fd->fhe", torch.as_tensor(w_o, dtype=torch.float32),
+                         torch.as_tensor(vectors, dtype=torch.float32))
+    written = torch.as_tensor(z[prompts, positions], dtype=torch.float32)
+    return (written * along).sum(-1).double().numpy()

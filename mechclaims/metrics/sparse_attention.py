@@ -19,6 +19,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import networkx as nx
 import numpy as np
 
 from mechclaims.datasets.base import Dataset
@@ -27,6 +28,8 @@ from mechclaims.measurement import Measurement, Source
 from mechclaims.metrics.attention_decomposition import (
     Firings,
     OmegaSVD,
+    signal_vectors,
+    upstream_contributions,
     augmented,
     decompose_layer,
     identity_error,
@@ -44,17 +47,23 @@ Basis = Literal["singular", "random"]
 RANDOM_BASIS_SEED = 0
 ANALYSES_KEPT = 3
 ROLES = ("IO", "S1", "S2", "end")
+TRACING_SHARE = 0.7
+"""Upstream heads kept per traced firing: the fewest whose contributions exceed 70% of the total (section 2.0)."""
+GRAPH_EDGES_SHOWN = 60
 
 
 @dataclass(frozen=True)
 class LayerView:
-    """One layer as the claims read it: its SVDs, the residual it read [n, T, d], its firings and each head's
-    attention from 'end' to IO averaged over prompts [H] (NaN without IOI positions)."""
+    """One layer as the claims read it: its SVDs, the residual it read [n, T, d], its firings, each head's
+    attention from 'end' to IO averaged over prompts [H] (NaN without IOI positions), and in a decoder what
+    tracing reads: each head's z [n, T, H, d_head] and the norm's scale before this layer's attention [n, T]."""
 
     svd: OmegaSVD
     residual: np.ndarray
     firings: Firings
     end_to_io: np.ndarray
+    z: np.ndarray | None = None
+    scale: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +82,7 @@ class Analysis:
     logit_diff: np.ndarray | None
     dropped: tuple[str, ...]
     rank: int
+    texts: tuple[str, ...] = ()
 
     def firings(self) -> list[tuple[int, Firings]]:
         return [(layer, view.firings) for layer, view in enumerate(self.layers)]
@@ -139,8 +149,10 @@ def _analysis(source: Source, dataset: Dataset, threshold: float, basis: Basis, 
     prompts = _prompts(source, dataset)
     processing, residual_hook = _reading(source)
     names = []
+    traceable = processing == "compat"
     for layer in range(caps.n_layers):
         names += [residual_hook.format(layer), f"blocks.{layer}.attn.hook_attn_scores", f"blocks.{layer}.attn.hook_pattern"]
+        names += [f"blocks.{layer}.attn.hook_z", f"blocks.{layer}.ln1.hook_scale"] if traceable else []
     is_ioi = bool(prompts.metadata) and "io" in prompts.metadata[0]
     acts = source.activations(list(prompts.texts), names, prepend_bos=False, max_length=max_length,
                               last_logits=is_ioi, progress=False)
@@ -170,14 +182,16 @@ def _analysis(source: Source, dataset: Dataset, threshold: float, basis: Basis, 
             identity.append(identity_error(scaled, hooked, valid))
         end_to_io = (pattern[np.arange(n), :, positions["end"], positions["IO"]].mean(axis=0) if is_ioi
                      else np.full(caps.n_heads, np.nan))
-        layers.append(LayerView(svd, x, decomposed.firings, end_to_io))
+        z = acts.arrays[f"blocks.{layer}.attn.hook_z"] if traceable else None
+        scale = acts.arrays[f"blocks.{layer}.ln1.hook_scale"][..., 0] if traceable else None
+        layers.append(LayerView(svd, x, decomposed.firings, end_to_io, z, scale))
     logit_diff = None
     if is_ioi:
         io_ids = np.array([source.single_token_id(" " + row["io"]) for row in prompts.metadata])
         s_ids = np.array([source.single_token_id(" " + row["s"]) for row in prompts.metadata])
         logit_diff = acts.last_logits[np.arange(n), io_ids] - acts.last_logits[np.arange(n), s_ids]
     analysis = Analysis(np.array(identity), reference, tuple(layers), positions, tokens, mask, logit_diff,
-                        tuple(getattr(prompts, "dropped", ())), caps.d_head)
+                        tuple(getattr(prompts, "dropped", ())), caps.d_head, tuple(prompts.texts))
     _ANALYSES[key] = analysis
     while len(_ANALYSES) > ANALYSES_KEPT:
         _ANALYSES.popitem(last=False)
@@ -212,6 +226,24 @@ def _head_table(analysis: Analysis, top: int = 12) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda row: -row["firings"])[:top]
 
 
+def _head_distributions(analysis: Analysis, top: int = 6) -> dict[str, list[float]]:
+    """|S| / d_head of each of the `top` most-firing heads' firings (the report's per-head histograms)."""
+    out = {}
+    for row in _head_table(analysis, top):
+        layer, head = (int(v) for v in row["head"].split("."))
+        sizes = analysis.layers[layer].firings.size[analysis.layers[layer].firings.head == head]
+        out[row["head"]] = (sizes[sizes > 0] / analysis.rank).tolist()
+    return out
+
+
+def _sv_use(analysis: Analysis, limit: int = 64) -> dict[str, Any]:
+    """The singular vectors each end -> IO firing of the name mover selected (the report's heatmap)."""
+    layer, head = _name_mover(analysis)
+    chosen = _pair_firings(analysis, layer, head, "end", "IO")[:limit]
+    selected = analysis.layers[layer].firings.selected[chosen]
+    return {"head": _label(layer, head), "rank": analysis.rank, "rows": [np.flatnonzero(row).tolist() for row in selected]}
+
+
 def decomposition_identity(source: Source, inputs: Dataset) -> Measurement:
     """Self-check: per layer, max |sum_k sigma_k (x~_i.u_k)(v_k.x~_j) / sqrt(d_head) - the model's score| over
     every real (causal) pair, over max |score| (or, where the bridge's score hook holds probabilities, the
@@ -239,7 +271,8 @@ def firing_selected_sets(source: Source, inputs: Dataset, threshold: float = 1.0
                     **_task_statistics(analysis)},
         distribution=scored / analysis.rank,
         distribution_label=f"selected-set size / d_head ({analysis.rank}) per firing pair, all heads",
-        details={"heads": _head_table(analysis), "basis": basis, **_task_details(analysis)},
+        details={"heads": _head_table(analysis), "basis": basis, "head_distributions": _head_distributions(analysis),
+                 **_task_details(analysis)},
     )
 
 
@@ -285,7 +318,7 @@ def singular_vector_reuse(source: Source, inputs: Dataset, threshold: float = 1.
         statistics={"median_ratio": float(np.median(ratios)), "groups": float(len(ratios)), **_task_statistics(analysis)},
         distribution=np.array(ratios),
         distribution_label=f"top-{k} share of singular-vector uses over uniform ({k}/{analysis.rank}), per head",
-        details={"groups": labels[:50], "top": k, "basis": basis, **_task_details(analysis)},
+        details={"groups": labels[:50], "top": k, "basis": basis, "sv_use": _sv_use(analysis), **_task_details(analysis)},
     )
 
 
@@ -410,5 +443,211 @@ def studied_head_firings(source: Source, inputs: Dataset, heads: str, expected: 
     )
 
 
+@dataclass(frozen=True)
+class Trace:
+    """The traced circuit: `graph` has nodes "L.H@role" (a head at the destination role of its firing) and
+    edges upstream -> downstream with `weight` (mean contribution over the prompts holding the edge), `count`
+    (those prompts) and `side` (dest: through the query; src: through the key); `kept_fraction` is, per
+    traced firing and side, the upstream heads kept over those available."""
+
+    graph: nx.DiGraph
+    kept_fraction: np.ndarray
+    roots: tuple[str, ...]
+
+
+def _role(analysis: Analysis, prompt: int, position: int) -> str:
+    return next((role for role in ("end", "IO", "S2", "S1") if analysis.positions[role][prompt] == position), "other")
+
+
+def _node(analysis: Analysis, layer: int, head: int, prompt: int, position: int) -> str:
+    return f"{_label(layer, head)}@{_role(analysis, prompt, position)}"
+
+
+def _edge_vectors(view: LayerView, vectors: np.ndarray, prompts: np.ndarray, positions: np.ndarray,
+                  centre: bool) -> np.ndarray:
+    """Signal directions in the residual's own units: the augmented coordinate dropped, divided by the norm's
+    scale at that position, and centred where a LayerNorm centres (so upstream outputs need no centring)."""
+    w = vectors[:, :-1] / view.scale[prompts, positions][:, None]
+    return w - w.mean(axis=1, keepdims=True) if centre else w
+
+
+def trace(source: Source, analysis: Analysis, roots: list[tuple[int, int]], share: float = TRACING_SHARE) -> Trace:
+    """Trace from the roots' end -> IO firings down through every layer: for each traced firing, the upstream
+    heads whose writes along its signal directions (signal_vectors) make up `share` of the total, per side;
+    an upstream head that itself fires at that position is traced in turn (section 2.0). No bias term is
+    credited to upstream heads (the authors' appended 1 credits the destination's own bias to every head)."""
+    caps = source.capabilities
+    w_o = source.weights("compat").W_O
+    centre = caps.norm == "layernorm"
+    traced: dict[int, set[int]] = {layer: set() for layer in range(caps.n_layers)}
+    for layer, head in roots:
+        traced[layer].update(_pair_firings(analysis, layer, head, "end", "IO").tolist())
+    contributions: dict[tuple[str, str, str], dict[int, float]] = {}
+    kept_fractions = []
+    firing_at: list[dict[tuple[int, int, int], list[int]]] = []
+    for view in analysis.layers:
+        index: dict[tuple[int, int, int], list[int]] = {}
+        for f, key in enumerate(zip(view.firings.prompt.tolist(), view.firings.head.tolist(), view.firings.dest.tolist())):
+            index.setdefault(key, []).append(f)
+        firing_at.append(index)
+    for layer in range(caps.n_layers - 1, 0, -1):
+        if not traced[layer]:
+            continue
+        view = analysis.layers[layer]
+        rows = np.array(sorted(traced[layer]))
+        firings = view.firings
+        sub = Firings(*(getattr(firings, k)[rows] for k in Firings.__dataclass_fields__))
+        dest_vectors, src_vectors = signal_vectors(view.svd, view.residual, sub)
+        for side, vectors, positions in (("dest", dest_vectors, sub.dest), ("src", src_vectors, sub.source)):
+            w = _edge_vectors(view, vectors, sub.prompt, positions, centre)
+            table = np.concatenate([upstream_contributions(analysis.layers[up].z, w_o[up], w, sub.prompt, positions)
+                                    for up in range(layer)], axis=1)
+            sizes, kept = selected_sets(table, share)
+            kept_fractions.append(sizes / table.shape[1])
+            for f, column in zip(*np.nonzero(kept)):
+                up, up_head = divmod(int(column), caps.n_heads)
+                prompt, position = int(sub.prompt[f]), int(positions[f])
+                key = (_node(analysis, up, up_head, prompt, position),
+                       _node(analysis, layer, int(sub.head[f]), prompt, int(sub.dest[f])), side)
+                per_prompt = contributions.setdefault(key, {})
+                per_prompt[prompt] = per_prompt.get(prompt, 0.0) + float(table[f, column])
+                traced[up].update(firing_at[up].get((prompt, up_head, position), ()))
+    graph = nx.DiGraph()
+    for (upstream, downstream, side), per_prompt in contributions.items():
+        weight = float(np.mean(list(per_prompt.values())))
+        if graph.has_edge(upstream, downstream):
+            weight += graph.edges[upstream, downstream]["weight"]
+        graph.add_edge(upstream, downstream, weight=weight, count=len(per_prompt), side=side)
+    for node in graph.nodes:
+        graph.nodes[node]["layer"] = int(node.split(".")[0])
+    fractions = np.concatenate(kept_fractions) if kept_fractions else np.zeros(0)
+    return Trace(graph, fractions, tuple(f"{_label(*root)}@end" for root in roots))
+
+
+def _roots(analysis: Analysis, heads: int) -> list[tuple[int, int]]:
+    """The `heads` heads attending most from end to IO (the name movers' rule)."""
+    table = np.stack([view.end_to_io for view in analysis.layers])
+    return [tuple(int(v) for v in np.unravel_index(flat, table.shape)) for flat in np.argsort(-table, axis=None)[:heads]]
+
+
+def _graph_details(graph: nx.DiGraph) -> dict[str, Any]:
+    """The strongest edges (by prompts, then weight) as a table the report draws, and the graph's size."""
+    edges = sorted(graph.edges(data=True), key=lambda e: (-e[2]["count"], -abs(e[2]["weight"])))[:GRAPH_EDGES_SHOWN]
+    return {"circuit_edges": [{"from": a, "to": b, "weight": d["weight"], "count": d["count"], "side": d["side"]}
+                              for a, b, d in edges],
+            "graph_size": f"{graph.number_of_nodes()} nodes, {graph.number_of_edges()} edges"}
+
+
+def traced_circuit_sparsity(source: Source, inputs: Dataset, threshold: float = 1.0, roots: int = 3) -> Measurement:
+    """SAD-4 beyond GPT-2: from the `roots` heads attending most from end to IO, the fraction of upstream heads
+    each traced firing keeps (per side) to explain 70% of its signal; the traced graph goes to the report."""
+    analysis = _analysis(source, inputs, threshold, "singular")
+    traced = trace(source, analysis, _roots(analysis, roots))
+    if len(traced.kept_fraction) == 0:
+        raise MechclaimsError("the root heads never fire from end to IO above layer 0: nothing to trace")
+    return Measurement(
+        statistics={"median_kept_fraction": float(np.median(traced.kept_fraction)),
+                    "nodes": float(traced.graph.number_of_nodes()), "edges": float(traced.graph.number_of_edges()),
+                    **_task_statistics(analysis)},
+        distribution=traced.kept_fraction,
+        distribution_label="upstream heads kept / available, per traced firing and side",
+        details={"roots": list(traced.roots), **_graph_details(traced.graph), **_task_details(analysis)},
+    )
+
+
+def _top_incoming(graph: nx.DiGraph, node: str, k: int) -> list[str]:
+    """The heads ("L.H") of the k heaviest edges into `node`."""
+    edges = sorted(graph.in_edges(node, data=True), key=lambda e: -e[2]["weight"])[:k]
+    return [a.split("@")[0] for a, _, _ in edges]
+
+
+def gpt2_circuit_edges(source: Source, inputs: Dataset, threshold: float = 1.0) -> Measurement:
+    """SAD-4 on GPT-2 small: from the name movers (9,6), (9,9), (10,0), three checks of the traced graph:
+    (8,6) among the top two heads into (9,9)@end and into (9,6)@end, and at least two S-inhibition heads
+    {7.3, 7.9, 8.6, 8.10} among the top five into (9,9)@end. The distribution holds 1 per check met."""
+    analysis = _analysis(source, inputs, threshold, "singular")
+    traced = trace(source, analysis, [(9, 6), (9, 9), (10, 0)])
+    into_99, into_96 = _top_incoming(traced.graph, "9.9@end", 5), _top_incoming(traced.graph, "9.6@end", 2)
+    checks = {"8.6 top-2 into 9.9@end": "8.6" in into_99[:2], "8.6 top-2 into 9.6@end": "8.6" in into_96,
+              ">= 2 S-inhibition heads top-5 into 9.9@end": len({"7.3", "7.9", "8.6", "8.10"} & set(into_99)) >= 2}
+    return Measurement(
+        statistics={"checks_met": float(np.mean(list(checks.values()))), **_task_statistics(analysis)},
+        distribution=np.array([float(v) for v in checks.values()]),
+        distribution_label="catalogue checks of the traced GPT-2 circuit (1 = met)",
+        details={"checks": checks, "into_9.9@end": into_99, "into_9.6@end": into_96,
+                 **_graph_details(traced.graph), **_task_details(analysis)},
+    )
+
+
+def signal_ablation(source: Source, inputs: Dataset, threshold: float = 1.0,
+                    control: Literal["traced", "random"] = "traced", seed: int = 0) -> Measurement:
+    """SAD-5, type A (global): for the name mover's end -> IO firings, remove from each traced upstream head's
+    output at IO (hook_attn_out of its layer) its projection on span(V[:, S]), the singular vectors the firing
+    selected (`control` "random": as many drawn at random from the complement of S), centred where LayerNorm
+    centres; statistic: mean change of the logit difference IO - S at end over its mean, on the prompts with an
+    edge. Also the cosine of each intervened output with the original."""
+    analysis = _analysis(source, inputs, threshold, "singular")
+    caps = source.capabilities
+    w_o = source.weights("compat").W_O
+    layer, head = _name_mover(analysis)
+    roots = _pair_firings(analysis, layer, head, "end", "IO")
+    traced = _src_edges(source, analysis, layer, roots)
+    view = analysis.layers[layer]
+    rng = np.random.default_rng(seed)
+    n, length = analysis.tokens.shape
+    deltas: dict[int, np.ndarray] = {}
+    cosines, affected = [], set()
+    for f, up, up_head in traced:
+        prompt, io = int(view.firings.prompt[f]), int(view.firings.source[f])
+        chosen = np.flatnonzero(view.firings.selected[f])
+        if control == "random":
+            chosen = rng.choice(np.flatnonzero(~view.firings.selected[f]), size=len(chosen), replace=False)
+        basis = view.svd.right(head, view.svd.offsets[view.firings.offset[f]] if view.svd.offsets else 0)[:, chosen]
+        output = analysis.layers[up].z[prompt, io, up_head].astype(np.float64) @ w_o[up, up_head]
+        projected = (basis @ (basis.T @ np.append(output, 0.0)))[:-1]
+        if caps.norm == "layernorm":
+            projected -= projected.mean()
+        deltas.setdefault(up, np.zeros((n, length, caps.d_model), dtype=np.float32))[prompt, io] -= projected
+        cosines.append(float(np.dot(output - projected, output)
+                             / max(np.linalg.norm(output - projected) * np.linalg.norm(output), 1e-12)))
+        affected.add(prompt)
+    if not affected:
+        raise MechclaimsError(f"head {_label(layer, head)} has no traced incoming edge at IO: nothing to ablate")
+    acts = source.activations(list(analysis.texts), [], prepend_bos=False, last_logits=True, progress=False,
+                              additions={f"blocks.{up}.hook_attn_out": delta for up, delta in deltas.items()})
+    rows = np.array(sorted(affected))
+    io_ids = analysis.tokens[rows, analysis.positions["IO"][rows]]
+    s_ids = analysis.tokens[rows, analysis.positions["S1"][rows]]
+    after = acts.last_logits[rows, io_ids] - acts.last_logits[rows, s_ids]
+    before = analysis.logit_diff[rows]
+    change = after - before
+    return Measurement(
+        statistics={"relative_change": float(change.mean() / before.mean()), "mean_change": float(change.mean()),
+                    "mean_cosine": float(np.mean(cosines)), "prompts": float(len(rows)), **_task_statistics(analysis)},
+        distribution=change,
+        distribution_label=f"change of the logit difference per prompt ({control} singular vectors removed)",
+        details={"head": _label(layer, head), "control": control, "edges": len(traced),
+                 "upstream_heads": sorted({_label(up, h) for _, up, h in traced}), **_task_details(analysis)},
+    )
+
+
+def _src_edges(source: Source, analysis: Analysis, layer: int, rows: np.ndarray) -> list[tuple[int, int, int]]:
+    """(firing, upstream layer, upstream head) of every source-side edge kept into the given firings of `layer`."""
+    if layer == 0:
+        raise MechclaimsError("the name mover is in layer 0: no upstream head to trace or ablate")
+    view = analysis.layers[layer]
+    firings = view.firings
+    sub = Firings(*(getattr(firings, k)[rows] for k in Firings.__dataclass_fields__))
+    _, src_vectors = signal_vectors(view.svd, view.residual, sub)
+    w = _edge_vectors(view, src_vectors, sub.prompt, sub.source, source.capabilities.norm == "layernorm")
+    w_o = source.weights("compat").W_O
+    table = np.concatenate([upstream_contributions(analysis.layers[up].z, w_o[up], w, sub.prompt, sub.source)
+                            for up in range(layer)], axis=1)
+    _, kept = selected_sets(table, TRACING_SHARE)
+    heads = source.capabilities.n_heads
+    return [(int(rows[f]), *divmod(int(column), heads)) for f, column in zip(*np.nonzero(kept))]
+
+
 __all__ = ["Analysis", "selected_sets", "decomposition_identity", "firing_selected_sets", "singular_vector_reuse",
-           "basis_specificity", "name_signal_auroc", "task_firing_contrast", "named_head_firings", "studied_head_firings"]
+           "basis_specificity", "name_signal_auroc", "trace", "traced_circuit_sparsity", "gpt2_circuit_edges",
+           "signal_ablation", "task_firing_contrast", "named_head_firings", "studied_head_firings"]

@@ -13,6 +13,8 @@ from mechclaims.report import figures
 
 CHANGED = ("regression", "different weights")
 """Baseline statuses the matrix marks as changed since the baseline."""
+FIGURE_DETAILS = ("sv_use", "head_distributions")
+"""Measurement details drawn as figures rather than printed."""
 VERDICT_CLASSES = {"PASS": "PASS", "FAIL": "FAIL", "TRIVIAL": "TRIVIAL", "N/A": "NA", "ERROR": "ERROR"}
 
 _ENVIRONMENT = jinja2.Environment(
@@ -70,11 +72,30 @@ def _figures(result: dict[str, Any]) -> list[dict[str, str]]:
     if sweep:
         out.append({"alt": "sweep of the threshold",
                     "uri": figures.sweep_curve(sweep["points"], _threshold_marks(threshold, sweep["axis"]))})
+    out += _detail_figures(measurement.get("details") or {}, null.get("distribution"), result["model"])
     grid = result.get("param_sweep")
     if grid:
         param_value = (result.get("params") or {}).get(grid["param"])
         out.append({"alt": f"sweep of the cut-off and {grid['param']}", "uri": figures.sweep_heatmap(
             grid, threshold["at"], param_value, threshold["value"])})
+    return out
+
+
+def _detail_figures(details: dict[str, Any], null: list[float] | None, model: str) -> list[dict[str, str]]:
+    """Figures a measurement's details call for: a traced circuit (`circuit_edges`), singular-vector use per
+    firing (`sv_use`), per-head distributions (`head_distributions`)."""
+    out = []
+    if details.get("circuit_edges"):
+        title = f"traced circuit on {model} (strongest edges; dashed: through the key)"
+        out.append({"alt": "traced circuit graph", "uri": figures.circuit_graph(details["circuit_edges"], title)})
+    use = details.get("sv_use")
+    if use and use.get("rows"):
+        title = f"singular vectors selected by head {use['head']}'s end -> IO firings"
+        out.append({"alt": f"singular-vector use of head {use['head']}",
+                    "uri": figures.usage_heatmap(use["rows"], use["rank"], title)})
+    if details.get("head_distributions"):
+        out.append({"alt": "per-head distributions, model vs null", "uri": figures.head_histograms(
+            details["head_distributions"], null, "selected-set size / d_head")})
     return out
 
 
@@ -123,7 +144,8 @@ def render_html(results: dict[str, Any]) -> str:
                 "ratio": _ratio(result.get("statistic"), result.get("null_statistic")),
                 "statistics": _statistics_rows(result),
                 "figures": _figures(result),
-                "details": (result.get("measurement") or {}).get("details", {}),
+                "details": {key: value for key, value in ((result.get("measurement") or {}).get("details") or {}).items()
+                            if key not in FIGURE_DETAILS},
             })
         sections.append({"id": claim_id, "claim": claim, "rows": rows, "comparison": _sweep_comparison(rows)})
     run = results["run"]

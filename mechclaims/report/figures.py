@@ -133,3 +133,58 @@ def sweep_heatmap(grid: dict[str, Any], threshold_x: float, param_value: float |
         axes.set_ylabel(grid["param"])
     figure.colorbar(image, ax=axes_row[0][-1], label="statistic")
     return _png_uri(figure)
+
+
+def circuit_graph(edges: list[dict[str, Any]], title: str) -> str:
+    """The traced circuit: heads ("L.H@role") placed by layer (networkx multipartite layout), edges
+    upstream -> downstream, width by the number of prompts holding them; query-side solid, key-side dashed."""
+    import networkx as nx
+
+    graph = nx.DiGraph()
+    for edge in edges:
+        graph.add_edge(edge["from"], edge["to"], count=edge["count"], side=edge["side"])
+    for node in graph.nodes:
+        graph.nodes[node]["layer"] = int(str(node).split(".")[0])
+    positions = nx.multipartite_layout(graph, subset_key="layer")
+    figure, axes = plt.subplots(figsize=(8, 5))
+    top = max((e["count"] for e in edges), default=1)
+    for side, style in (("dest", "solid"), ("src", "dashed")):
+        chosen = [(a, b) for a, b, d in graph.edges(data=True) if d["side"] == side]
+        widths = [0.5 + 3 * graph.edges[e]["count"] / top for e in chosen]
+        nx.draw_networkx_edges(graph, positions, edgelist=chosen, width=widths, style=style, alpha=0.6, ax=axes,
+                               arrows=True, arrowsize=8)
+    nx.draw_networkx_nodes(graph, positions, node_size=120, node_color="#90caf9", ax=axes)
+    nx.draw_networkx_labels(graph, positions, font_size=6, ax=axes)
+    axes.set_title(title, fontsize=9)
+    axes.axis("off")
+    return _png_uri(figure)
+
+
+def usage_heatmap(rows: list[list[int]], rank: int, title: str) -> str:
+    """Which singular vectors (columns) each firing (rows) selected."""
+    grid = np.zeros((max(len(rows), 1), rank))
+    for i, chosen in enumerate(rows):
+        grid[i, chosen] = 1.0
+    figure, axes = plt.subplots(figsize=(6, 3.5))
+    axes.imshow(grid, aspect="auto", cmap="Greys", interpolation="nearest")
+    axes.set_xlabel("singular vector index")
+    axes.set_ylabel("firing (prompt)")
+    axes.set_title(title, fontsize=9)
+    return _png_uri(figure)
+
+
+def head_histograms(real: dict[str, list[float]], null: list[float] | None, label: str) -> str:
+    """Small multiples, one per head: its distribution (model) over the pooled null distribution."""
+    heads = list(real)[:6]
+    figure, axes = plt.subplots(1, max(len(heads), 1), figsize=(2.2 * max(len(heads), 1), 2.4), squeeze=False)
+    for axis, head in zip(axes[0], heads):
+        values = np.asarray(real[head], dtype=float)
+        bins = np.histogram_bin_edges(values if null is None else np.concatenate([values, null]), bins=20)
+        axis.hist(values, bins=bins, density=True, alpha=0.6, color="#1565c0", label="model")
+        if null is not None:
+            axis.hist(null, bins=bins, density=True, alpha=0.5, color="#9e9e9e", label="null (all heads)")
+        axis.set_title(f"head {head}", fontsize=8)
+        axis.tick_params(labelsize=6)
+    axes[0][0].set_xlabel(label, fontsize=7)
+    axes[0][0].legend(fontsize=6)
+    return _png_uri(figure)
