@@ -211,3 +211,35 @@ def test_the_decomposition_reproduces_the_bundled_models_scores(spec: str) -> No
 
     measurement = decomposition_identity(load_model(spec), load_dataset("ioi", n=16))
     assert measurement.statistics["relative_error"] < 1e-4, measurement.details
+
+
+def test_tracing_splits_what_attention_wrote_into_its_heads_along_each_signal(tiny_gpt2_model: object) -> None:
+    """Oracles for tracing on a real forward pass: (1) x~_i . w_dest = sum_{k in S} sqrt(sigma_k) |x~_i . u_k|
+    from the dense U; (2) the heads' contributions along a firing's (centred) signal direction add up to what
+    the whole attention layer wrote there, minus its output bias, read from hook_attn_out."""
+    from mechclaims.datasets import load_dataset
+    from mechclaims.metrics.attention_decomposition import Firings, signal_vectors, upstream_contributions
+    from mechclaims.metrics.sparse_attention import _analysis
+
+    model = tiny_gpt2_model
+    dataset = load_dataset("forward_check")
+    analysis = _analysis(model, dataset, 1.0, "singular")
+    layer = 1
+    view = analysis.layers[layer]
+    firings = view.firings
+    assert len(firings.head) > 0
+    rows = np.arange(min(len(firings.head), 40))
+    sub = Firings(*(getattr(firings, k)[rows] for k in Firings.__dataclass_fields__))
+    dest, _ = signal_vectors(view.svd, view.residual, sub)
+    x = np.concatenate([view.residual[sub.prompt, sub.dest], np.ones((len(rows), 1))], axis=1).astype(np.float64)
+    for f in range(len(rows)):
+        left = view.svd.left(int(sub.head[f]))
+        chosen = sub.selected[f]
+        expected = np.sum(np.sqrt(view.svd.s[sub.head[f], 0][chosen]) * np.abs(x[f] @ left[:, chosen]))
+        assert x[f] @ dest[f] == pytest.approx(expected, rel=1e-6)
+    w = dest[:, :-1] - dest[:, :-1].mean(axis=1, keepdims=True)
+    acts = model.activations(list(dataset.texts), ["blocks.0.hook_attn_out"], prepend_bos=False, progress=False)
+    bias = model.bridge.original_model.transformer.h[0].attn.c_proj.bias.detach().double().numpy()
+    written = acts.arrays["blocks.0.hook_attn_out"][sub.prompt, sub.dest].astype(np.float64) - bias
+    by_head = upstream_contributions(analysis.layers[0].z, model.weights("compat").W_O[0], w, sub.prompt, sub.dest)
+    np.testing.assert_allclose(by_head.sum(axis=1), np.einsum("fd,fd->f", written, w), rtol=1e-4, atol=1e-4)

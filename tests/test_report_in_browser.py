@@ -142,3 +142,25 @@ def test_a_real_two_model_run_with_sweeps_renders(chromium: str, pytester: pytes
     assert alts.count("sweep of the cut-off and max_tokens") == 4
     header = re.search(r'<table id="matrix">\s*<thead>(.*?)</thead>', report.read_text(), flags=re.S)
     assert header is not None and str(tiny_gpt2_dir) in header.group(1) and str(tiny_llama_dir) in header.group(1)
+
+
+def test_circuit_heatmap_and_per_head_figures_render(chromium: str, tmp_path: Path) -> None:
+    """A sparse-attention row's traced circuit (networkx), singular-vector heatmap and per-head histograms
+    decode in the browser; its edge table prints model-provided node names as text."""
+    results = synthetic_results()
+    details = {
+        "circuit_edges": [{"from": "1.4@S2", "to": "3.0@end", "weight": 1.2, "count": 20, "side": "dest"},
+                          {"from": f"0.1@{SCRIPT_TOKEN}", "to": "1.4@S2", "weight": 0.5, "count": 9, "side": "src"}],
+        "sv_use": {"head": "3.0", "rank": 16, "rows": [[0, 2], [0, 3, 5], [1]]},
+        "head_distributions": {"3.0": [0.1, 0.2, 0.1], "1.4": [0.3, 0.05]},
+    }
+    row = results["results"][0]
+    row["measurement"] = {**row["measurement"], "details": details}
+    report = tmp_path / "report.html"
+    render_report(results, report)
+    decoded = _decoded_images(chromium, report, tmp_path / "profile")
+    alts = [alt for alt, loaded in decoded if loaded]
+    assert len(alts) == len(decoded) == 13
+    assert {"traced circuit graph", "singular-vector use of head 3.0", "per-head distributions, model vs null"} <= set(alts)
+    dom = report.read_text()
+    assert SCRIPT_TOKEN not in dom and "&lt;script&gt;" in dom and "sv_use" not in dom
