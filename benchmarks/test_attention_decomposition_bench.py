@@ -27,7 +27,7 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -44,6 +44,8 @@ from mechclaims.metrics.attention_decomposition import (
     omega_svd,
     selected_sets,
 )
+
+from timing import Timed, timed
 
 LAYERS, HEADS, D_MODEL, D_HEAD, PROMPTS, LENGTH = 12, 12, 768, 64, 256, 20
 END = LENGTH - 1
@@ -82,24 +84,6 @@ class Statistics:
 
     firings: np.ndarray
     size_sum: np.ndarray
-
-
-@dataclass(frozen=True)
-class Timed:
-    """A result and the median seconds it took."""
-
-    value: Any
-    seconds: float
-
-
-def timed(function: Callable[..., Any], *args: Any, rounds: int = 1, **kwargs: Any) -> Timed:
-    """`function`'s result and its median seconds over `rounds` calls, timed in this process."""
-    seconds = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        value = function(*args, **kwargs)
-        seconds.append(time.perf_counter() - start)
-    return Timed(value, float(np.median(seconds)))
 
 
 @contextmanager

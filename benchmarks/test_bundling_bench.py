@@ -18,10 +18,7 @@ it on demand, so every check holds under -k, any order and xdist.
 from __future__ import annotations
 
 import multiprocessing
-import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
 
 import faiss
 import numpy as np
@@ -31,6 +28,8 @@ from pytest_benchmark.fixture import BenchmarkFixture
 from torch.profiler import profile
 
 from mechclaims.metrics.bundling import greedy_bundles
+
+from timing import Timed, timed
 
 VOCAB, DIM, NEURONS, MAX_TOKENS, CHUNK = 50257, 768, 3072, 10, 1024
 MATMUL = 4096
@@ -107,24 +106,6 @@ def assert_greedy(candidates: np.ndarray, targets: np.ndarray, tokens: np.ndarra
         bundles[column] += e[pick]
         used[pick, column] = True
         current[column] = chosen
-
-
-@dataclass(frozen=True)
-class Timed:
-    """A result and the median seconds it took."""
-
-    value: Any
-    seconds: float
-
-
-def timed(function: Callable[..., Any], *args: Any, rounds: int = 1, **kwargs: Any) -> Timed:
-    """`function`'s result and its median seconds over `rounds` calls, timed in this process."""
-    seconds = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        value = function(*args, **kwargs)
-        seconds.append(time.perf_counter() - start)
-    return Timed(value, float(np.median(seconds)))
 
 
 def matmul_operands() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

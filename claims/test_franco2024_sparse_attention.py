@@ -68,6 +68,24 @@ SIX_HEADS = "8.6,4.11,3.0,9.9,9.6,10.0"
 SIX_COUNTS = "517,3825,242,305,257,110"
 
 
+def _gpt2_name_mover_claim(measured: str, statement: str, statistic: str, value: float, rationale: str) -> Claim:
+    """One of the paper's numbers for GPT-2 small's (9,9): 201 end -> IO firings, mean |S| 12.5."""
+    return Claim(
+        id=f"{PAPER}.gpt2_name_mover_{measured}",
+        paper=PAPER,
+        section="SAD-1 (GPT-2 numbers)",
+        statement=statement,
+        measure=sparse_attention.named_head_firings,
+        params={"head": "9.9", "expected_firings": 201.0, "expected_mean_size": 12.5},
+        inputs=IOI,
+        needs=frozenset({"gpt2_small"}),
+        threshold=Threshold(statistic=statistic, op="<=", value=value, origin="suite"),
+        null="random_model",
+        tolerance=0.05,
+        rationale=rationale,
+    )
+
+
 CLAIMS = [
     Claim(
         id=f"{PAPER}.decomposition_reproduces_scores",
@@ -214,34 +232,11 @@ CLAIMS = [
         rationale="The three heads attending most from end to IO: firings per IOI prompt over firings per "
         "generic-text prompt; at least 2 of 3 reach 2x.",
     ),
-    Claim(
-        id=f"{PAPER}.gpt2_name_mover_firings",
-        paper=PAPER,
-        section="SAD-1 (GPT-2 numbers)",
-        statement="In GPT-2 small, head (9,9) fires from end to IO on 201 of 256 IOI prompts.",
-        measure=sparse_attention.named_head_firings,
-        params={"head": "9.9", "expected_firings": 201.0, "expected_mean_size": 12.5},
-        inputs=IOI,
-        needs=frozenset({"gpt2_small"}),
-        threshold=Threshold(statistic="firings_deviation", op="<=", value=0.5, origin="suite"),
-        null="random_model",
-        tolerance=0.05,
-        rationale="|firings - 201| / 201 at most 0.5 (our prompts are not the paper's).",
-    ),
-    Claim(
-        id=f"{PAPER}.gpt2_name_mover_selected_sets",
-        paper=PAPER,
-        section="SAD-1 (GPT-2 numbers)",
-        statement="In GPT-2 small, head (9,9)'s end -> IO firings select about 12.5 of 64 singular vectors.",
-        measure=sparse_attention.named_head_firings,
-        params={"head": "9.9", "expected_firings": 201.0, "expected_mean_size": 12.5},
-        inputs=IOI,
-        needs=frozenset({"gpt2_small"}),
-        threshold=Threshold(statistic="mean_size_deviation", op="<=", value=0.25, origin="suite"),
-        null="random_model",
-        tolerance=0.05,
-        rationale="|mean selected-set size - 12.5| / 12.5 at most 0.25.",
-    ),
+    _gpt2_name_mover_claim("firings", "In GPT-2 small, head (9,9) fires from end to IO on 201 of 256 IOI prompts.",
+                           "firings_deviation", 0.5, "|firings - 201| / 201 at most 0.5 (our prompts are not the paper's)."),
+    _gpt2_name_mover_claim("selected_sets", "In GPT-2 small, head (9,9)'s end -> IO firings select about 12.5 of 64 "
+                           "singular vectors.", "mean_size_deviation", 0.25,
+                           "|mean selected-set size - 12.5| / 12.5 at most 0.25."),
     Claim(
         id=f"{PAPER}.gpt2_studied_heads_firings",
         paper=PAPER,

@@ -5,7 +5,8 @@ Schema "mechclaims.results/1":
   models:  {name: {resolved_from, fingerprint, capabilities, initialised_at_load (parameters the
             checkpoint lacked)}}
   claims:  {id: Claim.to_json(): paper, section, statement, rationale, params, threshold{statistic, op,
-            value, at, origin, sweep, describe}, trivial_if_null_passes, null, tolerance, inputs}
+            value, at, origin, sweep, describe}, trivial_if_null_passes, null, tolerance, inputs[{dataset,
+            options}] | null, gate{statistic, op, value, reason} | null}
   results: [Result.to_json(): {model, claim, verdict, reason, statistic, null_statistic, interval,
             null_interval (Wilson 95% [low, high] of fraction statistics, else null), threshold{...,
             overridden}, params, params_overridden (names set by --param), seconds, cache_hit,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Sequence
 
-from mechclaims.claim import Grid, Threshold, Verdict, decide, sweep_grid
+from mechclaims.claim import Grid, Threshold, decide, sweep_grid
 from mechclaims.errors import MechclaimsError
 from mechclaims.measurement import Measurement
 

@@ -98,7 +98,7 @@ def _rotation(cos: np.ndarray, sin: np.ndarray, p: int) -> np.ndarray:
 
 
 def test_rotary_offset_matrices_are_the_products_of_the_positions_rotations() -> None:
-    positions, r = 6, 4
+    positions = 6
     angles = np.arange(positions)[:, None] * np.array([1.0, 0.3, 1.0, 0.3])[None]
     cos, sin = np.cos(angles), np.sin(angles)
     offsets = tuple(range(-(positions - 1), positions))
