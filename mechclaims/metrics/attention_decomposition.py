@@ -140,6 +140,10 @@ class Firings:
     selected: np.ndarray
     attention: np.ndarray
 
+    def take(self, rows: np.ndarray) -> Firings:
+        """The firings at `rows`."""
+        return Firings(*(getattr(self, name)[rows] for name in self.__dataclass_fields__))
+
 
 @dataclass(frozen=True)
 class LayerDecomposition:

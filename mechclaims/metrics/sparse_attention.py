@@ -138,36 +138,78 @@ def _prompts(source: Source, dataset: Dataset) -> Dataset:
     return restrict(lambda word: source.single_token_id(" " + word) is not None)
 
 
-def _analysis(source: Source, dataset: Dataset, threshold: float, basis: Basis, max_length: int | None = None) -> Analysis:
-    """Run the data set through the source and decompose every layer (memoised per model, data and parameters)."""
-    key = (getattr(source, "name", id(source)), getattr(source, "fingerprint", None), dataset.fingerprint, threshold,
-           basis, max_length)
-    if key in _ANALYSES:
-        _ANALYSES.move_to_end(key)
-        return _ANALYSES[key]
+@dataclass(frozen=True)
+class _Pass:
+    """One forward pass of a data set through a source, with what every decomposition of it shares: the
+    prompts (restricted to the model's single-token words), their activations and IOI positions (only `end`
+    off IOI), every layer's OmegaSVD, and the residual hook and whether tracing's hooks were kept."""
+
+    prompts: Dataset
+    acts: Any
+    positions: dict[str, np.ndarray]
+    svds: list[OmegaSVD]
+    residual_hook: str
+    traceable: bool
+    is_ioi: bool
+
+
+_PASSES: OrderedDict[tuple[Any, ...], _Pass] = OrderedDict()
+
+
+def _remembered(store: OrderedDict, key: tuple[Any, ...], make: Any) -> Any:
+    """store[key], made by make() on a miss; the ANALYSES_KEPT most recently used entries are kept."""
+    if key not in store:
+        store[key] = make()
+        while len(store) > ANALYSES_KEPT:
+            store.popitem(last=False)
+    store.move_to_end(key)
+    return store[key]
+
+
+def _source_key(source: Source, dataset: Dataset, max_length: int | None) -> tuple[Any, ...]:
+    return getattr(source, "name", id(source)), getattr(source, "fingerprint", None), dataset.fingerprint, max_length
+
+
+def _forward_pass(source: Source, dataset: Dataset, max_length: int | None) -> _Pass:
+    """Run the data set through the source once (memoised per model and data: every basis and threshold of
+    the decomposition reads the same pass)."""
     caps = source.capabilities
     prompts = _prompts(source, dataset)
     processing, residual_hook = _reading(source)
-    names = []
     traceable = processing == "compat"
+    names = []
     for layer in range(caps.n_layers):
         names += [residual_hook.format(layer), f"blocks.{layer}.attn.hook_attn_scores", f"blocks.{layer}.attn.hook_pattern"]
         names += [f"blocks.{layer}.attn.hook_z", f"blocks.{layer}.ln1.hook_scale"] if traceable else []
     is_ioi = bool(prompts.metadata) and "io" in prompts.metadata[0]
     acts = source.activations(list(prompts.texts), names, prepend_bos=False, max_length=max_length,
                               last_logits=is_ioi, progress=False)
+    positions = _ioi_positions(source, prompts, acts.tokens, acts.mask) if is_ioi else {"end": acts.last_positions}
+    svds = _svds(source, processing, acts.tokens.shape[1])
+    return _Pass(prompts, acts, positions, svds, residual_hook, traceable, is_ioi)
+
+
+def _analysis(source: Source, dataset: Dataset, threshold: float, basis: Basis, max_length: int | None = None) -> Analysis:
+    """Decompose every layer of the data set's forward pass (both memoised per model, data and parameters)."""
+    key = (*_source_key(source, dataset, max_length), threshold, basis)
+    return _remembered(_ANALYSES, key, lambda: _decomposed(source, dataset, threshold, basis, max_length))
+
+
+def _decomposed(source: Source, dataset: Dataset, threshold: float, basis: Basis, max_length: int | None) -> Analysis:
+    caps = source.capabilities
+    run = _remembered(_PASSES, _source_key(source, dataset, max_length),
+                      lambda: _forward_pass(source, dataset, max_length))
+    acts, positions, residual_hook, traceable = run.acts, run.positions, run.residual_hook, run.traceable
     tokens, mask = acts.tokens, acts.mask
-    positions = _ioi_positions(source, prompts, tokens, mask) if is_ioi else {"end": acts.last_positions}
     causal = caps.kind == "decoder"
     length = tokens.shape[1]
-    svds = _svds(source, processing, length)
     rotations = random_bases(caps.n_heads, caps.d_head, RANDOM_BASIS_SEED) if basis == "random" else None
     n = len(tokens)
     valid = mask[:, None, :, None] & mask[:, None, None, :]
     if causal:
         valid = valid & np.tril(np.ones((length, length), dtype=bool))[None, None]
     identity, layers, reference = [], [], "hook_attn_scores"
-    for layer, svd in enumerate(svds):
+    for layer, svd in enumerate(run.svds):
         x = acts.arrays[residual_hook.format(layer)]
         pattern = acts.arrays[f"blocks.{layer}.attn.hook_pattern"]
         hooked = acts.arrays[f"blocks.{layer}.attn.hook_attn_scores"].astype(np.float64)
@@ -180,22 +222,18 @@ def _analysis(source: Source, dataset: Dataset, threshold: float, basis: Basis, 
             identity.append(float(np.abs(softmax_rows(scaled, valid) - np.where(valid, pattern, 0)).max()))
         else:
             identity.append(identity_error(scaled, hooked, valid))
-        end_to_io = (pattern[np.arange(n), :, positions["end"], positions["IO"]].mean(axis=0) if is_ioi
+        end_to_io = (pattern[np.arange(n), :, positions["end"], positions["IO"]].mean(axis=0) if run.is_ioi
                      else np.full(caps.n_heads, np.nan))
         z = acts.arrays[f"blocks.{layer}.attn.hook_z"] if traceable else None
         scale = acts.arrays[f"blocks.{layer}.ln1.hook_scale"][..., 0] if traceable else None
         layers.append(LayerView(svd, x, decomposed.firings, end_to_io, z, scale))
     logit_diff = None
-    if is_ioi:
-        io_ids = np.array([source.single_token_id(" " + row["io"]) for row in prompts.metadata])
-        s_ids = np.array([source.single_token_id(" " + row["s"]) for row in prompts.metadata])
-        logit_diff = acts.last_logits[np.arange(n), io_ids] - acts.last_logits[np.arange(n), s_ids]
-    analysis = Analysis(np.array(identity), reference, tuple(layers), positions, tokens, mask, logit_diff,
-                        tuple(getattr(prompts, "dropped", ())), caps.d_head, tuple(prompts.texts))
-    _ANALYSES[key] = analysis
-    while len(_ANALYSES) > ANALYSES_KEPT:
-        _ANALYSES.popitem(last=False)
-    return analysis
+    if run.is_ioi:
+        rows = np.arange(n)
+        logits = acts.last_logits
+        logit_diff = logits[rows, tokens[rows, positions["IO"]]] - logits[rows, tokens[rows, positions["S1"]]]
+    return Analysis(np.array(identity), reference, tuple(layers), positions, tokens, mask, logit_diff,
+                    tuple(getattr(run.prompts, "dropped", ())), caps.d_head, tuple(run.prompts.texts))
 
 
 def _task_statistics(analysis: Analysis) -> dict[str, float]:
@@ -322,11 +360,21 @@ def singular_vector_reuse(source: Source, inputs: Dataset, threshold: float = 1.
     )
 
 
+def _end_to_io(analysis: Analysis) -> np.ndarray:
+    """[L, H]: each head's attention from end to IO, averaged over prompts."""
+    return np.stack([view.end_to_io for view in analysis.layers])
+
+
+def _roots(analysis: Analysis, heads: int) -> list[tuple[int, int]]:
+    """The `heads` (layer, head) attending most from end to IO (the name movers' rule), first index on ties."""
+    table = _end_to_io(analysis)
+    order = np.argsort(-table, axis=None, kind="stable")[:heads]
+    return [(int(layer), int(head)) for layer, head in zip(*np.unravel_index(order, table.shape))]
+
+
 def _name_mover(analysis: Analysis) -> tuple[int, int]:
-    """(layer, head) attending most from end to IO, averaged over prompts (the rule that finds (9,9)-like heads)."""
-    table = np.stack([view.end_to_io for view in analysis.layers])
-    layer, head = np.unravel_index(np.nanargmax(table), table.shape)
-    return int(layer), int(head)
+    """The head attending most from end to IO (the rule that finds (9,9)-like heads)."""
+    return _roots(analysis, 1)[0]
 
 
 def _pair_firings(analysis: Analysis, layer: int, head: int, dest: str, src: str) -> np.ndarray:
@@ -382,15 +430,13 @@ def task_firing_contrast(source: Source, inputs: tuple[Dataset, Dataset], thresh
     ioi, generic = inputs
     task = _analysis(source, ioi, threshold, "singular")
     contrast = _analysis(source, generic, threshold, "singular", max_length=int(task.mask.sum(axis=1).max()))
-    table = np.stack([view.end_to_io for view in task.layers])
-    order = np.argsort(-table, axis=None)[:heads]
+    table = _end_to_io(task)
     ratios, rows = [], []
-    for flat in order:
-        layer, head = np.unravel_index(flat, table.shape)
+    for layer, head in _roots(task, heads):
         on_task = np.sum(task.layers[layer].firings.head == head) / len(task.tokens)
         off_task = max(np.sum(contrast.layers[layer].firings.head == head), 1) / len(contrast.tokens)
         ratios.append(on_task / off_task)
-        rows.append({"head": _label(int(layer), int(head)), "ioi_per_prompt": float(on_task),
+        rows.append({"head": _label(layer, head), "ioi_per_prompt": float(on_task),
                      "generic_per_prompt": float(off_task), "end_to_io": float(table[layer, head])})
     return Measurement(
         statistics={"min_ratio": float(min(ratios)), **_task_statistics(task)},
@@ -463,12 +509,18 @@ def _node(analysis: Analysis, layer: int, head: int, prompt: int, position: int)
     return f"{_label(layer, head)}@{_role(analysis, prompt, position)}"
 
 
-def _edge_vectors(view: LayerView, vectors: np.ndarray, prompts: np.ndarray, positions: np.ndarray,
-                  centre: bool) -> np.ndarray:
-    """Signal directions in the residual's own units: the augmented coordinate dropped, divided by the norm's
-    scale at that position, and centred where a LayerNorm centres (so upstream outputs need no centring)."""
-    w = vectors[:, :-1] / view.scale[prompts, positions][:, None]
-    return w - w.mean(axis=1, keepdims=True) if centre else w
+def _upstream_table(source: Source, analysis: Analysis, layer: int, vectors: np.ndarray, prompts: np.ndarray,
+                    positions: np.ndarray) -> np.ndarray:
+    """[F, layer * H]: what each head of every layer below `layer` writes along each firing's signal direction
+    (augmented, [F, d+1]) at its position. The directions are taken in the residual's own units: the augmented
+    coordinate dropped, divided by the norm's scale there, and centred where a LayerNorm centres (so upstream
+    outputs need no centring)."""
+    w = vectors[:, :-1] / analysis.layers[layer].scale[prompts, positions][:, None]
+    if source.capabilities.norm == "layernorm":
+        w = w - w.mean(axis=1, keepdims=True)
+    w_o = source.weights("compat").W_O
+    return np.concatenate([upstream_contributions(analysis.layers[up].z, w_o[up], w, prompts, positions)
+                           for up in range(layer)], axis=1)
 
 
 def trace(source: Source, analysis: Analysis, roots: list[tuple[int, int]], share: float = TRACING_SHARE) -> Trace:
@@ -477,8 +529,6 @@ def trace(source: Source, analysis: Analysis, roots: list[tuple[int, int]], shar
     an upstream head that itself fires at that position is traced in turn (section 2.0). No bias term is
     credited to upstream heads (the authors' appended 1 credits the destination's own bias to every head)."""
     caps = source.capabilities
-    w_o = source.weights("compat").W_O
-    centre = caps.norm == "layernorm"
     traced: dict[int, set[int]] = {layer: set() for layer in range(caps.n_layers)}
     for layer, head in roots:
         traced[layer].update(_pair_firings(analysis, layer, head, "end", "IO").tolist())
@@ -495,13 +545,10 @@ def trace(source: Source, analysis: Analysis, roots: list[tuple[int, int]], shar
             continue
         view = analysis.layers[layer]
         rows = np.array(sorted(traced[layer]))
-        firings = view.firings
-        sub = Firings(*(getattr(firings, k)[rows] for k in Firings.__dataclass_fields__))
+        sub = view.firings.take(rows)
         dest_vectors, src_vectors = signal_vectors(view.svd, view.residual, sub)
         for side, vectors, positions in (("dest", dest_vectors, sub.dest), ("src", src_vectors, sub.source)):
-            w = _edge_vectors(view, vectors, sub.prompt, positions, centre)
-            table = np.concatenate([upstream_contributions(analysis.layers[up].z, w_o[up], w, sub.prompt, positions)
-                                    for up in range(layer)], axis=1)
+            table = _upstream_table(source, analysis, layer, vectors, sub.prompt, positions)
             sizes, kept = selected_sets(table, share)
             kept_fractions.append(sizes / table.shape[1])
             for f, column in zip(*np.nonzero(kept)):
@@ -522,12 +569,6 @@ def trace(source: Source, analysis: Analysis, roots: list[tuple[int, int]], shar
         graph.nodes[node]["layer"] = int(node.split(".")[0])
     fractions = np.concatenate(kept_fractions) if kept_fractions else np.zeros(0)
     return Trace(graph, fractions, tuple(f"{_label(*root)}@end" for root in roots))
-
-
-def _roots(analysis: Analysis, heads: int) -> list[tuple[int, int]]:
-    """The `heads` heads attending most from end to IO (the name movers' rule)."""
-    table = np.stack([view.end_to_io for view in analysis.layers])
-    return [tuple(int(v) for v in np.unravel_index(flat, table.shape)) for flat in np.argsort(-table, axis=None)[:heads]]
 
 
 def _graph_details(graph: nx.DiGraph) -> dict[str, Any]:
@@ -636,14 +677,9 @@ def _src_edges(source: Source, analysis: Analysis, layer: int, rows: np.ndarray)
     if layer == 0:
         raise MechclaimsError("the name mover is in layer 0: no upstream head to trace or ablate")
     view = analysis.layers[layer]
-    firings = view.firings
-    sub = Firings(*(getattr(firings, k)[rows] for k in Firings.__dataclass_fields__))
+    sub = view.firings.take(rows)
     _, src_vectors = signal_vectors(view.svd, view.residual, sub)
-    w = _edge_vectors(view, src_vectors, sub.prompt, sub.source, source.capabilities.norm == "layernorm")
-    w_o = source.weights("compat").W_O
-    table = np.concatenate([upstream_contributions(analysis.layers[up].z, w_o[up], w, sub.prompt, sub.source)
-                            for up in range(layer)], axis=1)
-    _, kept = selected_sets(table, TRACING_SHARE)
+    _, kept = selected_sets(_upstream_table(source, analysis, layer, src_vectors, sub.prompt, sub.source), TRACING_SHARE)
     heads = source.capabilities.n_heads
     return [(int(rows[f]), *divmod(int(column), heads)) for f, column in zip(*np.nonzero(kept))]
 
