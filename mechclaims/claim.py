@@ -134,6 +134,7 @@ REQUIREMENTS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "gated_mlp": (lambda c: c.gated_mlp, "the model's MLP has no gate"),
     "mlp": (lambda c: c.has_mlp, "the model has no MLP layers"),
     "normalised": (lambda c: c.norm != "none", "the model has no normalisation layers"),
+    "untied": (lambda c: not c.tied_embeddings, "the model ties W_U to W_E, so W_U is W_E again"),
     "gpt2_small": (lambda c: (c.architecture, c.n_layers, c.n_heads, c.d_model, c.d_vocab)
                    == ("GPT2LMHeadModel", 12, 12, 768, 50257), "the paper's numbers are for GPT-2 small only"),
 }

@@ -42,7 +42,9 @@ class Activations:
     tokens; arrays: hook name -> [n_texts, ...] float32 (integer hooks such as token ids keep their dtype), zero
     on padded positions; position_axes: hook name -> the axes of its array that index positions (one for
     [batch, pos, ...] hooks, query and key for patterns); batch_sizes: texts per forward call, in call order;
-    last_logits: float32 [n_texts, vocab], the logits at each text's last real position (when asked for).
+    last_logits: float32 [n_texts, vocab], the logits at each text's last real position (when asked for);
+    losses: float32 [n_texts, max_len] (when asked for), losses[i, t] = -log p(token t+1 | tokens <= t), zero
+    where position t+1 is not a real token (see `predicted`).
     """
 
     tokens: np.ndarray
@@ -51,6 +53,12 @@ class Activations:
     position_axes: dict[str, tuple[int, ...]]
     batch_sizes: tuple[int, ...]
     last_logits: np.ndarray | None = None
+    losses: np.ndarray | None = None
+
+    @property
+    def predicted(self) -> np.ndarray:
+        """bool [n_texts, max_len]: positions whose next token is real, i.e. where `losses` holds a loss."""
+        return np.concatenate([self.mask[:, 1:], np.zeros((len(self.mask), 1), dtype=bool)], axis=1)
 
     @property
     def lengths(self) -> np.ndarray:
@@ -156,13 +164,36 @@ def _adder(delta: np.ndarray, device: torch.device) -> Any:
     return add
 
 
+def _replacer(value: np.ndarray, device: torch.device, name: str) -> Any:
+    """A forward hook returning `value` in place of the hook's activation (the same shape)."""
+    replacement = torch.from_numpy(value).to(device)
+
+    def replace(activation: torch.Tensor, hook: Any) -> torch.Tensor:
+        if activation.shape != replacement.shape:
+            raise MechclaimsError(f"replacement for hook {name!r} has shape {tuple(replacement.shape)}, but the "
+                                  f"activation has {tuple(activation.shape)}: give one array per text, padded alike")
+        return replacement.to(activation.dtype)
+
+    return replace
+
+
+def _batch_slice(array: np.ndarray, rows: np.ndarray, width: int, axes: tuple[int, ...]) -> np.ndarray:
+    """The rows of a per-text array for one batch, each position axis cut to the batch's width."""
+    cut: list[Any] = [rows] + [slice(None)] * (array.ndim - 1)
+    for axis in axes:
+        cut[axis] = slice(0, width)
+    return np.ascontiguousarray(array[tuple(cut)])
+
+
 def _forward(
     model: Model, tokens: np.ndarray, mask: np.ndarray, names: Sequence[str], device: torch.device,
-    additions: Mapping[str, np.ndarray],
+    additions: Mapping[str, np.ndarray], replacements: Mapping[str, np.ndarray],
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor, int]:
-    """One batch through the bridge, `additions` (hook -> [batch, width, ...]) added on the way: (requested
-    activations on the CPU, logits, bytes held: cache plus logits)."""
-    with model.bridge.hooks(fwd_hooks=[(name, _adder(delta, device)) for name, delta in additions.items()]):
+    """One batch through the bridge, `additions` (hook -> [batch, width, ...]) added and `replacements` put in
+    place on the way: (requested activations on the CPU, logits, bytes held: cache plus logits)."""
+    edits = [(name, _adder(delta, device)) for name, delta in additions.items()]
+    edits += [(name, _replacer(value, device, name)) for name, value in replacements.items()]
+    with model.bridge.hooks(fwd_hooks=edits):
         logits, cache = model.bridge.run_with_cache(
             torch.from_numpy(tokens).to(device),
             attention_mask=torch.from_numpy(mask).to(device=device, dtype=torch.long),
@@ -208,6 +239,8 @@ def activations(
     prepend_bos: bool | None = None,
     last_logits: bool = False,
     additions: Mapping[str, np.ndarray] | None = None,
+    replacements: Mapping[str, np.ndarray] | None = None,
+    next_token_losses: bool = False,
 ) -> Activations:
     """Run `texts` through `model` and return the activations at hook `names` (see `Activations`).
 
@@ -216,7 +249,10 @@ def activations(
     `memory_budget_bytes // that` texts (at least one). `device` is CPU unless asked ("cuda"); the model goes
     back where it was afterwards. `max_length` keeps each text's first tokens; `prepend_bos` overrides the
     bridge's default; `last_logits` keeps the logits at each text's last real position; `additions` maps hook
-    names to arrays [n_texts, max_len, ...] added to those activations (an intervention; zero on pads). The budget bounds what one batch holds, not the forward's transient intermediates nor the
+    names to arrays [n_texts, max_len, ...] added to those activations (an intervention; zero on pads);
+    `replacements` maps hook names to arrays that take the activations' place (one per text, position axes
+    padded to max_len, e.g. [n_texts, heads, max_len, max_len] for a pattern); `next_token_losses` keeps
+    each position's loss on the next token (`Activations.losses`). The budget bounds what one batch holds, not the forward's transient intermediates nor the
     returned arrays, which grow with the number of texts.
     """
     if not texts:
@@ -225,7 +261,7 @@ def activations(
         raise MechclaimsError(f"batch_size must be at least 1, got {batch_size}")
     names = list(dict.fromkeys(names))
     hooks = model.bridge.hook_dict
-    _check_names(model, hooks, [*names, *(additions or {})])
+    _check_names(model, hooks, [*names, *(additions or {}), *(replacements or {})])
     target = _target_device(device)
     bridge = model.bridge
     tokenizer = model.tokenizer
@@ -240,6 +276,7 @@ def activations(
     position_axes: dict[str, tuple[int, ...]] = {}
     batch_sizes: list[int] = []
     final = np.zeros((len(texts), 0), dtype=np.float32)
+    losses = np.zeros(tokens.shape, dtype=np.float32)
     bar = tqdm(total=len(texts), desc=f"{model.name}: forward", unit="text", disable=not progress)
     try:
         if target != home:
@@ -251,8 +288,14 @@ def activations(
             while start < len(order):
                 rows = order[start : start + size]
                 width = int(mask[rows].sum(axis=1).max())
-                edits = {name: np.ascontiguousarray(delta[rows, :width]) for name, delta in (additions or {}).items()}
-                held, logits, nbytes = _forward(model, tokens[rows, :width], mask[rows, :width], names, target, edits)
+                edits, swaps = ({name: _batch_slice(value, rows, width, _position_axes(hooks[name], name, value.ndim))
+                                 for name, value in (given or {}).items()} for given in (additions, replacements))
+                batch = tokens[rows, :width]
+                held, logits, nbytes = _forward(model, batch, mask[rows, :width], names, target, edits, swaps)
+                if next_token_losses:
+                    logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+                    nll = -logprobs.gather(-1, torch.from_numpy(batch[:, 1:]).to(logprobs.device)[..., None])[..., 0]
+                    losses[rows, : width - 1] = np.where(mask[rows, 1:width], nll.cpu().numpy(), 0.0)
                 if last_logits:
                     last = logits[torch.arange(len(rows)), torch.from_numpy(mask[rows].sum(axis=1) - 1)]
                     if final.shape[1] == 0:
@@ -276,4 +319,81 @@ def activations(
         bridge.train(was_training)
     for name, array in arrays.items():
         _zero_padding(array, mask, position_axes[name])
-    return Activations(tokens, mask, arrays, position_axes, tuple(batch_sizes), final if last_logits else None)
+    return Activations(tokens, mask, arrays, position_axes, tuple(batch_sizes), final if last_logits else None,
+                       losses if next_token_losses else None)
+
+
+PER_POSITION_COMPONENTS = ("ln1", "ln2", "mlp")
+"""Block components that read one position at a time, each from its own hook_in to its hook_out."""
+
+
+def _probed_norms(output: torch.Tensor, leaf: torch.Tensor, probes: int, generator: torch.Generator,
+                  where: str) -> np.ndarray:
+    """[T_out, T_in]: sqrt(mean over random unit-variance probes v of ||v . d output[i] / d leaf[j]||^2)."""
+    length = output.shape[1]
+    squares = torch.zeros(length, leaf.shape[1], dtype=torch.float64)
+    for i in range(length):
+        for _ in range(probes):
+            probe = torch.randn(output.shape[-1], generator=generator, dtype=output.dtype)
+            (grad,) = torch.autograd.grad((output[0, i] * probe).sum(), leaf, retain_graph=True, allow_unused=True)
+            if grad is None:
+                raise MechclaimsError(f"{where}'s output does not depend on its hooked input on this bridge (it "
+                                      "delegates to a wrapped module), so its Jacobian cannot be read")
+            squares[i] += grad[0].double().pow(2).sum(dim=-1)
+    return (squares / probes).sqrt().numpy()
+
+
+def position_jacobians(model: Model, text: str, *, probes: int = 2, seed: int = 0,
+                       prepend_bos: bool | None = None) -> dict[str, np.ndarray]:
+    """How each component's output at position i depends on its input at position j, on one text, by autograd:
+    component -> [n_layers, T, T] of probed Jacobian norms ||d out_i / d in_j|| (`_probed_norms`).
+
+    Per-position components (PER_POSITION_COMPONENTS, where the model has them, and `ln_final`, as [1, T, T])
+    are read from their own hook_in to hook_out. Attention is read from the block's input to the attention's
+    output (`attn`), as a bridge may hand attention its input past the attention's own hook_in; in a pre-norm
+    block this includes the input norm, which is per-position. Each component's input is a fresh leaf tensor,
+    so the graph of one component never reaches another's.
+    """
+    hooks = model.bridge.hook_dict
+    layers = model.capabilities.n_layers
+    tokens = model.bridge.to_tokens(text, prepend_bos=prepend_bos, move_to_device=False)
+    generator = torch.Generator().manual_seed(seed)
+    passes = [{f"{c}.{layer}": (f"blocks.{layer}.{c}.hook_in", f"blocks.{layer}.{c}.hook_out")
+               for layer in range(layers) for c in PER_POSITION_COMPONENTS if f"blocks.{layer}.{c}.hook_in" in hooks}]
+    if "ln_final.hook_in" in hooks:
+        passes[0]["ln_final.0"] = ("ln_final.hook_in", "ln_final.hook_out")
+    passes.append({f"attn.{layer}": (f"blocks.{layer}.hook_in", f"blocks.{layer}.attn.hook_out") for layer in range(layers)})
+    found: dict[str, dict[int, np.ndarray]] = {}
+    was_training = model.bridge.training
+    model.bridge.eval()
+    try:
+        for readings in passes:
+            leaves: dict[str, torch.Tensor] = {}
+            outputs: dict[str, torch.Tensor] = {}
+
+            def leaf(key: str) -> Any:
+                def make(activation: torch.Tensor, hook: Any) -> torch.Tensor:
+                    leaves[key] = activation.detach().clone().requires_grad_(True)
+                    return leaves[key]
+                return make
+
+            def keep(key: str) -> Any:
+                def store(activation: torch.Tensor, hook: Any) -> torch.Tensor:
+                    outputs[key] = activation
+                    return activation
+                return store
+
+            edits = [(hook_in, leaf(key)) for key, (hook_in, _) in readings.items()]
+            edits += [(hook_out, keep(key)) for key, (_, hook_out) in readings.items()]
+            with torch.enable_grad(), model.bridge.hooks(fwd_hooks=edits):
+                model.bridge(tokens)
+                for key in readings:
+                    if key not in leaves or key not in outputs:
+                        raise MechclaimsError(f"model {model.name!r}: hooks of {key} did not fire, so its Jacobian "
+                                              "cannot be read")
+                    component, layer = key.rsplit(".", 1)
+                    found.setdefault(component, {})[int(layer)] = _probed_norms(
+                        outputs[key], leaves[key], probes, generator, f"{component} of layer {layer}")
+    finally:
+        model.bridge.train(was_training)
+    return {component: np.stack([by_layer[i] for i in sorted(by_layer)]) for component, by_layer in found.items()}

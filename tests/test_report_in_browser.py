@@ -164,3 +164,28 @@ def test_circuit_heatmap_and_per_head_figures_render(chromium: str, tmp_path: Pa
     assert {"traced circuit graph", "singular-vector use of head 3.0", "per-head distributions, model vs null"} <= set(alts)
     dom = report.read_text()
     assert SCRIPT_TOKEN not in dom and "&lt;script&gt;" in dom and "sv_use" not in dom
+
+
+def test_category_heatmap_layer_curve_and_jacobian_table_render(chromium: str, tmp_path: Path) -> None:
+    """A dynamics row's category-cosine heatmap and AUROC-per-layer curve (real beside null) decode in the
+    browser; its dropped-words and Jacobian tables print as tables, with category names as text."""
+    results = synthetic_results()
+    curve = {"x": [0, 1, 2, 3], "y": [0.5, 0.8, 0.75, 0.6], "x_label": "layer", "y_label": "AUROC"}
+    details = {
+        "category_cosines": {"categories": ["months", SCRIPT_TOKEN], "matrix": [[0.6, 0.1], [0.1, 0.5]]},
+        "words_per_category": [{"category": SCRIPT_TOKEN, "kept": 3, "dropped words": "knee", "note": "dropped"}],
+        "jacobian_norms": [{"component": "mlp", "layer": 0, "same-position norm": 2.0, "cross-position norm": 0.0,
+                            "cross share": 0.0}],
+    }
+    row = results["results"][0]
+    row["measurement"] = {**row["measurement"], "details": details, "curves": {"auroc_by_layer": curve}}
+    row["null"] = {**row["null"], "curves": {"auroc_by_layer": {**curve, "y": [0.5, 0.5, 0.52, 0.49]}}}
+    report = tmp_path / "report.html"
+    render_report(results, report)
+    decoded = _decoded_images(chromium, report, tmp_path / "profile")
+    alts = [alt for alt, loaded in decoded if loaded]
+    assert len(alts) == len(decoded)
+    assert {"mean cosine between token categories", "AUROC against layer, model vs null"} <= set(alts)
+    dom = report.read_text()
+    assert SCRIPT_TOKEN not in dom and "&lt;script&gt;" in dom and "category_cosines" not in dom
+    assert "jacobian norms (1 rows)" in dom and "words per category (1 rows)" in dom

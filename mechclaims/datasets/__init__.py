@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from mechclaims.datasets import forward_check, generic_text, ioi
+from mechclaims.datasets import forward_check, generic_text, ioi, token_categories
 from mechclaims.datasets.base import FIXTURES_ENV, Dataset, fixture_lines, fixtures_dir, read_fixture
 from mechclaims.errors import MechclaimsError
 
@@ -25,6 +25,7 @@ DATASETS: Mapping[str, Builder] = MappingProxyType(
         forward_check.NAME: Builder(forward_check.build, {}),
         generic_text.NAME: Builder(generic_text.build, {"n": int, "max_words": int}),
         ioi.NAME: Builder(ioi.build, {"n": int, "seed": int}),
+        token_categories.NAME: Builder(token_categories.build, {}),
     }
 )
 

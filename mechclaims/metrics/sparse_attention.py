@@ -25,6 +25,7 @@ import numpy as np
 from mechclaims.datasets.base import Dataset
 from mechclaims.errors import MechclaimsError
 from mechclaims.measurement import Measurement, Source
+from mechclaims.memo import remembered
 from mechclaims.metrics.attention_decomposition import (
     Firings,
     OmegaSVD,
@@ -156,16 +157,6 @@ class _Pass:
 _PASSES: OrderedDict[tuple[Any, ...], _Pass] = OrderedDict()
 
 
-def _remembered(store: OrderedDict, key: tuple[Any, ...], make: Any) -> Any:
-    """store[key], made by make() on a miss; the ANALYSES_KEPT most recently used entries are kept."""
-    if key not in store:
-        store[key] = make()
-        while len(store) > ANALYSES_KEPT:
-            store.popitem(last=False)
-    store.move_to_end(key)
-    return store[key]
-
-
 def _source_key(source: Source, dataset: Dataset, max_length: int | None) -> tuple[Any, ...]:
     return getattr(source, "name", id(source)), getattr(source, "fingerprint", None), dataset.fingerprint, max_length
 
@@ -192,13 +183,13 @@ def _forward_pass(source: Source, dataset: Dataset, max_length: int | None) -> _
 def _analysis(source: Source, dataset: Dataset, threshold: float, basis: Basis, max_length: int | None = None) -> Analysis:
     """Decompose every layer of the data set's forward pass (both memoised per model, data and parameters)."""
     key = (*_source_key(source, dataset, max_length), threshold, basis)
-    return _remembered(_ANALYSES, key, lambda: _decomposed(source, dataset, threshold, basis, max_length))
+    return remembered(_ANALYSES, key, lambda: _decomposed(source, dataset, threshold, basis, max_length), ANALYSES_KEPT)
 
 
 def _decomposed(source: Source, dataset: Dataset, threshold: float, basis: Basis, max_length: int | None) -> Analysis:
     caps = source.capabilities
-    run = _remembered(_PASSES, _source_key(source, dataset, max_length),
-                      lambda: _forward_pass(source, dataset, max_length))
+    run = remembered(_PASSES, _source_key(source, dataset, max_length),
+                     lambda: _forward_pass(source, dataset, max_length), ANALYSES_KEPT)
     acts, positions, residual_hook, traceable = run.acts, run.positions, run.residual_hook, run.traceable
     tokens, mask = acts.tokens, acts.mask
     causal = caps.kind == "decoder"

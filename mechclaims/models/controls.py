@@ -136,3 +136,116 @@ def planted_low_rank_head(words: Sequence[str], seed: int = 0, d_model: int = 64
         attention.c_attn.weight[:, : 2 * d_model] = qk
         attention.c_attn.bias[: 2 * d_model] = 0.0
     return model
+
+
+CONCEPT_SPREAD = 0.3
+"""Noise norm relative to the centre in `planted_concepts`: words of one category sit within cosine ~0.95."""
+
+
+def planted_concepts(words: Sequence[str], categories: Sequence[int], shuffled: bool, seed: int = 0,
+                     d_model: int = 64) -> Any:
+    """The positive control of the concept-space claims: a two-layer GPT-2-architecture model over the
+    vocabulary SPECIALS + `words` whose embedding rows, and (untied) unembedding rows, of the words with a
+    category (`categories[i]` >= 0) are a random unit centre per category plus CONCEPT_SPREAD noise. Its twin
+    (`shuffled`) permutes those rows among the words, so the same vectors no longer follow the categories."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    config = GPT2Config(n_layer=2, n_head=4, n_embd=d_model, n_inner=4 * d_model, vocab_size=len(words) + len(SPECIALS),
+                        n_positions=64, bos_token_id=0, eos_token_id=0, tie_word_embeddings=False)
+    model = GPT2LMHeadModel(config)
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(categories)
+    rows = len(SPECIALS) + np.flatnonzero(labels >= 0)
+    order = rng.permutation(len(rows)) if shuffled else np.arange(len(rows))
+    with torch.no_grad():
+        for matrix in (model.transformer.wte.weight, model.lm_head.weight):
+            scale = float(matrix.norm(dim=1).mean())
+            centres = rng.standard_normal((labels.max() + 1, d_model))
+            centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+            noise = rng.standard_normal((len(rows), d_model)) * CONCEPT_SPREAD / np.sqrt(d_model)
+            vectors = (centres[labels[labels >= 0]] + noise)[order] * scale
+            matrix[torch.from_numpy(rows)] = torch.from_numpy(vectors).float()
+    return model
+
+
+UNEMBEDDING_NORM_SPREAD = 3.0
+"""Standard deviation of log row norms in `planted_unembedding(equal_norms=False)`."""
+
+
+def planted_unembedding(vocab_size: int, equal_norms: bool, seed: int = 0, d_model: int = 64) -> Any:
+    """Controls of the context-vector claim: a two-layer GPT-2-architecture model with an untied unembedding of
+    random directions. With `equal_norms` every row has the same norm, so a token's logit is |h| |w| cos and the
+    cosine ranks tokens exactly as the probability does; otherwise the norms are log-normal
+    (UNEMBEDDING_NORM_SPREAD), so the probability follows the norms rather than the directions."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    config = GPT2Config(n_layer=2, n_head=4, n_embd=d_model, n_inner=4 * d_model, vocab_size=vocab_size,
+                        n_positions=128, bos_token_id=0, eos_token_id=0, tie_word_embeddings=False)
+    model = GPT2LMHeadModel(config)
+    rng = np.random.default_rng(seed)
+    directions = rng.standard_normal((vocab_size, d_model))
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    norms = np.ones(vocab_size) if equal_norms else np.exp(UNEMBEDDING_NORM_SPREAD * rng.standard_normal(vocab_size))
+    with torch.no_grad():
+        model.lm_head.weight.copy_(torch.from_numpy(directions * norms[:, None] * np.sqrt(d_model)).float())
+    return model
+
+
+class PositionMixingMLP(torch.nn.Module):
+    """A GPT-2 MLP (its own c_fc, act and c_proj, which the bridge maps) plus the causal running mean of its
+    input over positions: an "MLP" that aggregates."""
+
+    def __init__(self, mlp: torch.nn.Module) -> None:
+        super().__init__()
+        self.c_fc, self.act, self.c_proj = mlp.c_fc, mlp.act, mlp.c_proj
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        counts = torch.arange(1, hidden_states.shape[-2] + 1, dtype=hidden_states.dtype, device=hidden_states.device)
+        mixed = hidden_states.cumsum(dim=-2) / counts[:, None]
+        return self.c_proj(self.act(self.c_fc(hidden_states))) + mixed
+
+
+def planted_swapped_roles(vocab_size: int, seed: int = 0, d_model: int = 64) -> Any:
+    """The negative control of the filtering/aggregation claims: a two-layer GPT-2-architecture model whose MLPs
+    mix positions (PositionMixingMLP) and whose attention cannot (W_V = 0 and b_V = 0, so every head writes
+    only its output bias, whatever it attends to)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    config = GPT2Config(n_layer=2, n_head=4, n_embd=d_model, n_inner=4 * d_model, vocab_size=vocab_size,
+                        n_positions=64, bos_token_id=0, eos_token_id=0)
+    model = GPT2LMHeadModel(config)
+    with torch.no_grad():
+        for block in model.transformer.h:
+            block.attn.c_attn.weight[:, 2 * d_model:] = 0.0
+            block.attn.c_attn.bias[2 * d_model:] = 0.0
+            block.mlp = PositionMixingMLP(block.mlp)
+    return model
+
+
+def planted_averaging_attention(vocab_size: int, seed: int = 0, d_model: int = 256, layers: int = 3) -> Any:
+    """The positive control of the encoding-walk claim: a GPT-2-architecture model in which every block only
+    averages its normalised inputs over the causal context (W_Q = W_K = 0, so attention is uniform; W_V = W_O =
+    identity; the MLPs write nothing) and positions add nothing (W_pos = 0). Its last residual is its last
+    token's embedding plus the mean of its context's normalised embeddings, so it lies near the context's
+    tokens by construction."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    config = GPT2Config(n_layer=layers, n_head=1, n_embd=d_model, n_inner=4 * d_model, vocab_size=vocab_size,
+                        n_positions=128, bos_token_id=0, eos_token_id=0)
+    model = GPT2LMHeadModel(config)
+    identity = torch.eye(d_model)
+    with torch.no_grad():
+        model.transformer.wpe.weight.zero_()
+        for block in model.transformer.h:
+            block.attn.c_attn.weight.zero_()
+            block.attn.c_attn.bias.zero_()
+            block.attn.c_attn.weight[:, 2 * d_model:] = identity
+            block.attn.c_proj.weight.copy_(identity)
+            block.attn.c_proj.bias.zero_()
+            block.mlp.c_proj.weight.zero_()
+            block.mlp.c_proj.bias.zero_()
+    return model

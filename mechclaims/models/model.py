@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from mechclaims.errors import MechclaimsError
-from mechclaims.run import Activations, activations
+from mechclaims.run import Activations, activations, position_jacobians
 
 Processing = Literal["raw", "compat"]
 NORM_GAINS = frozenset({"mlp_in_gain", "unembed_gain"})
@@ -264,6 +264,10 @@ class Model:
         """The named hook activations over `texts` (run.activations: batched, masked, memory-bounded)."""
         return activations(self, texts, names, **options)
 
+    def position_jacobians(self, text: str, **options: Any) -> dict[str, np.ndarray]:
+        """Each component's probed Jacobian norms across positions on one text (run.position_jacobians)."""
+        return position_jacobians(self, text, **options)
+
     def rotary_tables(self, n_positions: int) -> tuple[np.ndarray, np.ndarray] | None:
         """(cos, sin), float64 [n_positions, d_head], as the model's own rotary module computes them for positions
         0..n_positions-1 (any scaling included); None for a model without rotary positions."""
@@ -279,11 +283,14 @@ class Model:
         return cos[0].double().numpy(), sin[0].double().numpy()
 
     def single_token_id(self, text: str) -> int | None:
-        """The id of `text` when the tokenizer makes it exactly one token (no special tokens), else None."""
+        """The id of `text` when the tokenizer makes it exactly one token (no special tokens) other than its
+        unknown token, else None."""
         if self.tokenizer is None:
             return None
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        return int(ids[0]) if len(ids) == 1 else None
+        if len(ids) != 1 or (ids[0] == self.tokenizer.unk_token_id and text.strip() != self.tokenizer.unk_token):
+            return None
+        return int(ids[0])
 
     def token_strings(self, ids: list[int] | np.ndarray) -> list[str]:
         """The text of each token id, as the tokenizer decodes it alone."""

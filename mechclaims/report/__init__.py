@@ -13,7 +13,7 @@ from mechclaims.report import figures
 
 CHANGED = ("regression", "different weights")
 """Baseline statuses the matrix marks as changed since the baseline."""
-FIGURE_DETAILS = ("sv_use", "head_distributions")
+FIGURE_DETAILS = ("sv_use", "head_distributions", "category_cosines")
 """Measurement details drawn as figures rather than printed."""
 VERDICT_CLASSES = {"PASS": "PASS", "FAIL": "FAIL", "TRIVIAL": "TRIVIAL", "N/A": "NA", "ERROR": "ERROR"}
 
@@ -83,7 +83,8 @@ def _figures(result: dict[str, Any]) -> list[dict[str, str]]:
 
 def _detail_figures(details: dict[str, Any], null: list[float] | None, model: str) -> list[dict[str, str]]:
     """Figures a measurement's details call for: a traced circuit (`circuit_edges`), singular-vector use per
-    firing (`sv_use`), per-head distributions (`head_distributions`)."""
+    firing (`sv_use`), per-head distributions (`head_distributions`), mean cosines between word categories
+    (`category_cosines`)."""
     out = []
     if details.get("circuit_edges"):
         title = f"traced circuit on {model} (strongest edges; dashed: through the key)"
@@ -96,6 +97,10 @@ def _detail_figures(details: dict[str, Any], null: list[float] | None, model: st
     if details.get("head_distributions"):
         out.append({"alt": "per-head distributions, model vs null", "uri": figures.head_histograms(
             details["head_distributions"], null, "selected-set size / d_head")})
+    grid = details.get("category_cosines")
+    if grid and grid.get("categories"):
+        out.append({"alt": "mean cosine between token categories", "uri": figures.category_heatmap(
+            grid["categories"], grid["matrix"], f"mean cosine between token categories on {model}")})
     return out
 
 

@@ -173,6 +173,21 @@ def usage_heatmap(rows: list[list[int]], rank: int, title: str) -> str:
     return _png_uri(figure)
 
 
+def category_heatmap(categories: list[str], matrix: list[list[float]], title: str) -> str:
+    """Mean cosine between the words of two categories (diagonal: within one), each cell annotated."""
+    values = np.asarray(matrix, dtype=float)
+    size = 0.45 * len(categories) + 2
+    figure, axes = plt.subplots(figsize=(size + 1, size))
+    image = axes.imshow(values, cmap="viridis")
+    axes.set_xticks(range(len(categories)), categories, rotation=60, ha="right", fontsize=7)
+    axes.set_yticks(range(len(categories)), categories, fontsize=7)
+    for (i, j), value in np.ndenumerate(values):
+        axes.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=5, color="white")
+    axes.set_title(title, fontsize=9)
+    figure.colorbar(image, ax=axes, label="mean cosine")
+    return _png_uri(figure)
+
+
 def head_histograms(real: dict[str, list[float]], null: list[float] | None, label: str) -> str:
     """Small multiples, one per head: its distribution (model) over the pooled null distribution."""
     heads = list(real)[:6]

@@ -4,6 +4,15 @@
   twin with random directions in their place.
 - `low-rank-head`: a one-layer GPT-2 whose head 0 has a rank-2 Omega, over a word vocabulary that holds every
   IOI word (the sparse-attention claims); its negative twin is `random:planted:low-rank-head`.
+- `concept-clusters`: a GPT-2 over the token-category words whose embedding and unembedding rows cluster by
+  category (the concept-space claims); `concept-clusters-shuffled`: the same rows shuffled among the words.
+- `unit-unembedding`: a GPT-2 over the generic-text words whose unembedding rows are random directions of one
+  norm (the context-vector claims hold exactly); `random-unembedding`: random directions of log-normal norms.
+- `averaging-attention`: a GPT-2 over the generic-text words whose blocks only average the context's normalised
+  embeddings (the encoding-walk claim holds by construction); its negative twin is
+  `random:planted:averaging-attention`.
+- `swapped-roles`: a GPT-2 whose MLPs mix positions and whose attention cannot (the filtering/aggregation
+  claims fail).
 """
 
 from __future__ import annotations
@@ -14,7 +23,16 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from mechclaims.errors import MechclaimsError
-from mechclaims.models.controls import planted_bundles, planted_low_rank_head, vocabulary_tokenizer, word_tokenizer
+from mechclaims.models.controls import (
+    planted_averaging_attention,
+    planted_bundles,
+    planted_concepts,
+    planted_low_rank_head,
+    planted_swapped_roles,
+    planted_unembedding,
+    vocabulary_tokenizer,
+    word_tokenizer,
+)
 
 if TYPE_CHECKING:
     from mechclaims.models.specs import Spec
@@ -30,16 +48,59 @@ def _bundles(random_neurons: bool) -> Callable[[], tuple[Any, Any]]:
 
 def _low_rank_head() -> tuple[Any, Any]:
     """The model over the words of the IOI data set's prompts (punctuation split off)."""
+    words = _words_of("ioi")
+    return planted_low_rank_head(words), vocabulary_tokenizer(words, split_punctuation=True)
+
+
+def _words_of(dataset: str) -> list[str]:
+    """The words and punctuation marks of a data set's texts, sorted."""
     from mechclaims.datasets import load_dataset
 
-    words = sorted({w for text in load_dataset("ioi").texts for w in re.findall(r"\w+|[^\w\s]+", text)})
-    return planted_low_rank_head(words), vocabulary_tokenizer(words, split_punctuation=True)
+    return sorted({w for text in load_dataset(dataset).texts for w in re.findall(r"\w+|[^\w\s]+", text)})
+
+
+def _concepts(shuffled: bool) -> Callable[[], tuple[Any, Any]]:
+    def build() -> tuple[Any, Any]:
+        from mechclaims.datasets import load_dataset
+
+        rows = load_dataset("token_categories").metadata
+        names = sorted({row["category"] for row in rows})
+        category = {row["word"]: names.index(row["category"]) for row in rows}
+        words = _words_of("token_categories")
+        return (planted_concepts(words, [category.get(w, -1) for w in words], shuffled),
+                vocabulary_tokenizer(words, split_punctuation=True))
+
+    return build
+
+
+def _over_generic_text(make: Callable[[int], Any], fillers: int = 0) -> Callable[[], tuple[Any, Any]]:
+    """A builder of make(vocab_size) with a word tokenizer over the generic-text words and `fillers` unused words
+    (a vocabulary larger than the context-vector claim's top 1000 tokens)."""
+    def build() -> tuple[Any, Any]:
+        words = _words_of("generic_text") + [f"unused{i}" for i in range(fillers)]
+        tokenizer = vocabulary_tokenizer(words, split_punctuation=True)
+        return make(len(tokenizer)), tokenizer
+
+    return build
+
+
+UNUSED_WORDS = 2000
+
+
+def _swapped_roles() -> tuple[Any, Any]:
+    return planted_swapped_roles(512), word_tokenizer(512)
 
 
 PLANTED: dict[str, Callable[[], tuple[Any, Any]]] = {
     "bundles": _bundles(False),
     "random-neurons": _bundles(True),
     "low-rank-head": _low_rank_head,
+    "concept-clusters": _concepts(False),
+    "concept-clusters-shuffled": _concepts(True),
+    "unit-unembedding": _over_generic_text(lambda size: planted_unembedding(size, equal_norms=True), UNUSED_WORDS),
+    "random-unembedding": _over_generic_text(lambda size: planted_unembedding(size, equal_norms=False), UNUSED_WORDS),
+    "averaging-attention": _over_generic_text(planted_averaging_attention),
+    "swapped-roles": _swapped_roles,
 }
 """planted:<name> -> a builder of (hf_model, tokenizer)."""
 
