@@ -77,6 +77,38 @@ def _concept_claim(measured: str, statement: str, params: dict, null: object, ra
     )
 
 
+def _context_vector_claim(measured: str, statement: str, statistic: str, value: float, rationale: str) -> Claim:
+    """One SINGH-2 claim on the context vector at the last position; null: W_U's token columns shuffled."""
+    return Claim(
+        id=f"{PAPER}.{measured}",
+        paper=PAPER,
+        section="SINGH-2 (context vector)",
+        statement=statement,
+        measure=transformer_dynamics.context_vector_proximity,
+        inputs=TEXT,
+        needs=frozenset({"decoder"}),
+        threshold=Threshold(statistic=statistic, op=">=", value=value, origin="suite", sweep=(0.0, 1.0, 0.1)),
+        null=MeasurementNull("unembedding", "shuffled"),
+        rationale=rationale + " Null: W_U's columns shuffled.",
+    )
+
+
+def _jacobian_claim(measured: str, section: str, statement: str, threshold: Threshold, rationale: str) -> Claim:
+    """One SINGH-4 claim on the cross-position Jacobians; exact, so no null and no tolerance for the zero."""
+    return Claim(
+        id=f"{PAPER}.{measured}",
+        paper=PAPER,
+        section=section,
+        statement=statement,
+        measure=transformer_dynamics.cross_position_jacobians,
+        inputs=SHORT_TEXT,
+        threshold=threshold,
+        null=None,
+        tolerance=0.0 if threshold.value == 0.0 else 0.01,
+        rationale=rationale,
+    )
+
+
 CLAIMS = [
     _concept_claim("embeddings_cluster_by_category", "Token embeddings of semantically related words are closer "
                    "than those of unrelated words: W_E rows cluster by category.", {}, "random_model",
@@ -99,33 +131,13 @@ CLAIMS = [
                    "its category: 'The word is X' ends closer for related X.", {"vectors": "final_residual",
                    "centred": True}, "random_model",
                    "AUROC on the last block's output at X, centred over the words; null: the random: model."),
-    Claim(
-        id=f"{PAPER}.context_vector_cosine_tracks_probability",
-        paper=PAPER,
-        section="SINGH-2 (context vector)",
-        statement="The context vector's proximity (cosine) to a token's vector reflects the token's conditional "
-        "probability.",
-        measure=transformer_dynamics.context_vector_proximity,
-        inputs=TEXT,
-        needs=frozenset({"decoder"}),
-        threshold=Threshold(statistic="spearman_mean", op=">=", value=0.7, origin="suite", sweep=(0.0, 1.0, 0.1)),
-        null=MeasurementNull("unembedding", "shuffled"),
-        rationale="Mean over 128 texts of Spearman's rho between cos(h, W_U[:, t]) and log p(t) over the top "
-        "1000 tokens at the last position. Null: W_U's columns shuffled.",
-    ),
-    Claim(
-        id=f"{PAPER}.context_vector_nearest_token_is_most_probable",
-        paper=PAPER,
-        section="SINGH-2 (context vector)",
-        statement="The token vector nearest (by cosine) to the context vector is the most probable next token.",
-        measure=transformer_dynamics.context_vector_proximity,
-        inputs=TEXT,
-        needs=frozenset({"decoder"}),
-        threshold=Threshold(statistic="argmax_agreement", op=">=", value=0.5, origin="suite", sweep=(0.0, 1.0, 0.1)),
-        null=MeasurementNull("unembedding", "shuffled"),
-        rationale="Fraction of texts whose argmax-cosine token is the argmax-probability token. Null: W_U's "
-        "columns shuffled.",
-    ),
+    _context_vector_claim("context_vector_cosine_tracks_probability", "The context vector's proximity (cosine) to "
+                          "a token's vector reflects the token's conditional probability.", "spearman_mean", 0.7,
+                          "Mean over 128 texts of Spearman's rho between cos(h, W_U[:, t]) and log p(t) over the top "
+                          "1000 tokens at the last position."),
+    _context_vector_claim("context_vector_nearest_token_is_most_probable", "The token vector nearest (by cosine) to "
+                          "the context vector is the most probable next token.", "argmax_agreement", 0.5,
+                          "Fraction of texts whose argmax-cosine token is the argmax-probability token."),
     Claim(
         id=f"{PAPER}.early_residual_near_context_tokens",
         paper=PAPER,
@@ -140,33 +152,16 @@ CLAIMS = [
         rationale="AUROC of cos(last residual, E[t]), context tokens vs frequency-matched absent ones, mean over "
         "the outputs of blocks 0-2 (curve: every layer). Null: the random: model.",
     ),
-    Claim(
-        id=f"{PAPER}.norms_and_mlps_filter_per_position",
-        paper=PAPER,
-        section="SINGH-4 (filtering)",
-        statement="Filtering is data-independent and per position: the norms and MLPs have a zero Jacobian "
-        "across positions.",
-        measure=transformer_dynamics.cross_position_jacobians,
-        inputs=SHORT_TEXT,
-        threshold=Threshold(statistic="per_position_max_share", op="<=", value=0.0, origin="suite"),
-        null=None,
-        tolerance=0.0,
-        rationale="Largest share of a norm's or MLP's Jacobian norm that crosses positions, by autograd on the "
-        "first forward-check sentence; exactly 0 for a per-position map.",
-    ),
-    Claim(
-        id=f"{PAPER}.attention_aggregates_across_positions",
-        paper=PAPER,
-        section="SINGH-4 (aggregation)",
-        statement="Aggregation is data-dependent mixing across positions: every layer's attention has a non-zero "
-        "Jacobian across positions.",
-        measure=transformer_dynamics.cross_position_jacobians,
-        inputs=SHORT_TEXT,
-        threshold=Threshold(statistic="attention_min_share", op=">=", value=0.01, origin="suite"),
-        null=None,
-        rationale="Smallest share, over layers, of attention's Jacobian norm (from the block input) that crosses "
-        "positions; the table lists every component and layer.",
-    ),
+    _jacobian_claim("norms_and_mlps_filter_per_position", "SINGH-4 (filtering)", "Filtering is data-independent "
+                    "and per position: the norms and MLPs have a zero Jacobian across positions.",
+                    Threshold(statistic="per_position_max_share", op="<=", value=0.0, origin="suite"),
+                    "Largest share of a norm's or MLP's Jacobian norm that crosses positions, by autograd on the "
+                    "first forward-check sentence; exactly 0 for a per-position map."),
+    _jacobian_claim("attention_aggregates_across_positions", "SINGH-4 (aggregation)", "Aggregation is "
+                    "data-dependent mixing across positions: every layer's attention has a non-zero Jacobian "
+                    "across positions.", Threshold(statistic="attention_min_share", op=">=", value=0.01, origin="suite"),
+                    "Smallest share, over layers, of attention's Jacobian norm (from the block input) that crosses "
+                    "positions; the table lists every component and layer."),
     Claim(
         id=f"{PAPER}.attention_pattern_replacement_loss",
         paper=PAPER,

@@ -252,8 +252,8 @@ def activations(
     names to arrays [n_texts, max_len, ...] added to those activations (an intervention; zero on pads);
     `replacements` maps hook names to arrays that take the activations' place (one per text, position axes
     padded to max_len, e.g. [n_texts, heads, max_len, max_len] for a pattern); `next_token_losses` keeps
-    each position's loss on the next token (`Activations.losses`). The budget bounds what one batch holds, not the forward's transient intermediates nor the
-    returned arrays, which grow with the number of texts.
+    each position's loss on the next token (`Activations.losses`). The budget bounds what one batch holds,
+    not the forward's transient intermediates nor the returned arrays, which grow with the number of texts.
     """
     if not texts:
         raise MechclaimsError("activations() got no texts: pass at least one")

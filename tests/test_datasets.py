@@ -176,7 +176,7 @@ def test_forward_check_reads_its_fixture_line_by_line() -> None:
     [
         ("generic_txt", {}, r"unknown data set 'generic_txt' \(did you mean 'generic_text'\?\): use one of"),
         ("forward-check", {}, r"did you mean 'forward_check'\?"),
-        ("zzz", {}, r"unknown data set 'zzz': use one of forward_check, generic_text, ioi$"),
+        ("zzz", {}, r"unknown data set 'zzz': use one of forward_check, generic_text, ioi, token_categories$"),
         ("generic_text", {"max_word": 3}, r"no option 'max_word' \(did you mean 'max_words'\?\)"),
         ("forward_check", {"n": 3}, r"no option 'n': its options are none"),
         ("generic_text", {"n": True}, r"n=True has type bool: pass a value of type int"),
