@@ -178,8 +178,10 @@ def context_token_proximity(source: Source, inputs: Dataset, early_layers: int =
     """SINGH-3: per stage (0 = embeddings, l = after block l - 1), the AUROC of cos(residual at the last position,
     E[t]) for the text's tokens against frequency-matched absent tokens (document frequency over the data set's
     own tokens). The last token itself, and special tokens, are not counted as present: the last position holds
-    the last token's own embedding, which says nothing of aggregation. `early_auroc` is the mean over the
-    outputs of the first `early_layers` blocks."""
+    the last token's own embedding, which says nothing of aggregation. Residuals are LN-normalised (the
+    catalogue's procedure): centred over d_model in a LayerNorm model, as the cosine is blind to scale (so an
+    RMSNorm model's residuals are read as they are). `early_auroc` is the mean over the outputs of the first
+    `early_layers` blocks."""
     run = _text_pass(source, inputs, max_length)
     specials = np.asarray(getattr(getattr(source, "tokenizer", None), "all_special_ids", []) or [], dtype=np.int64)
     contexts = [line[real] for line, real in zip(run.tokens, run.mask)]
@@ -189,13 +191,15 @@ def context_token_proximity(source: Source, inputs: Dataset, early_layers: int =
                               "their words), so there is no context to be near")
     absent = frequency_matched_absent(present, contexts, seed)
     embeddings = np.asarray(source.weights("raw").W_E)
-    curve = [context_token_auroc(stage, embeddings, present, absent) for stage in run.residuals]
+    centre = source.capabilities.norm == "layernorm"
+    curve = [context_token_auroc(stage - stage.mean(axis=1, keepdims=True) if centre else stage, embeddings, present,
+                                 absent) for stage in run.residuals]
     stages = list(range(len(curve)))
     return Measurement(
         statistics={"early_auroc": float(np.mean(curve[1 : early_layers + 1])), "embedding_auroc": curve[0],
                     "final_auroc": curve[-1], "pairs": float(sum(len(p) for p in present))},
         curves={"auroc_by_layer": Curve(x=stages, y=curve, x_label="layer (0 = embeddings; l = after block l - 1)",
-                                        y_label="AUROC, context tokens vs frequency-matched absent")},
+                                        y_label="AUROC, context vs absent tokens")},
     )
 
 
