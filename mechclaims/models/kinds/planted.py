@@ -85,9 +85,11 @@ def _over_generic_text(make: Callable[[int], Any], fillers: int = 0) -> Callable
 
 
 UNUSED_WORDS = 2000
+"""Filler words of the unembedding controls: about 2 700 tokens in all, so the top 1000 are a minority."""
 
 
 def _swapped_roles() -> tuple[Any, Any]:
+    """The model over a plain word vocabulary (its claims read only the forward-check sentence's positions)."""
     return planted_swapped_roles(512), word_tokenizer(512)
 
 
