@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 from mechclaims.errors import MechclaimsError
-from mechclaims.models.kinds import bundled, hub, planted, random
+from mechclaims.models.kinds import bundled, hub, planted, random, sorting
 
 RANDOM = re.compile(r"random(?:@(?P<seed>\d+))?:(?P<base>.+)")
 HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
@@ -50,6 +50,7 @@ KINDS: dict[str, Kind] = {
     "bundled": bundled,
     "random": random,
     "planted": planted,
+    "sorting": sorting,
 }
 """Spec kind -> the module that checks and boots it. `auto` is no kind: it is resolved to a spec of
 another kind before loading."""

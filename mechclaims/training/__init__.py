@@ -1,0 +1,1 @@
+"""Models the suite trains itself, one module per paper set-up."""
