@@ -737,7 +737,7 @@ def test_a_kind_added_to_the_table_is_written_kind_colon_argument(trained_kind: 
     assert parse("random@2:trained:none").base == Spec("trained:none", "trained", "none")
     message = _one_line_error(lambda: check_spec("trained:nope"))
     assert "unknown trained model 'trained:nope'" in message
-    assert "planted:<name>, trained:<name>, random:<spec> or auto" in _one_line_error(lambda: check_spec("foo:bar"))
+    assert "planted:<name>, sorting:<name>, trained:<name>, random:<spec> or auto" in _one_line_error(lambda: check_spec("foo:bar"))
 
 
 @pytest.mark.parametrize(("argument", "norm"), [("none", "none"), ("layernorm", "layernorm")])
