@@ -25,7 +25,7 @@ import numpy as np
 from mechclaims.datasets.base import Dataset
 from mechclaims.errors import MechclaimsError
 from mechclaims.measurement import Measurement, Source
-from mechclaims.memo import remembered
+from mechclaims.memo import remembered, source_key
 from mechclaims.metrics.attention_decomposition import (
     Firings,
     OmegaSVD,
@@ -157,10 +157,6 @@ class _Pass:
 _PASSES: OrderedDict[tuple[Any, ...], _Pass] = OrderedDict()
 
 
-def _source_key(source: Source, dataset: Dataset, max_length: int | None) -> tuple[Any, ...]:
-    return getattr(source, "name", id(source)), getattr(source, "fingerprint", None), dataset.fingerprint, max_length
-
-
 def _forward_pass(source: Source, dataset: Dataset, max_length: int | None) -> _Pass:
     """Run the data set through the source once (memoised per model and data: every basis and threshold of
     the decomposition reads the same pass)."""
@@ -182,13 +178,13 @@ def _forward_pass(source: Source, dataset: Dataset, max_length: int | None) -> _
 
 def _analysis(source: Source, dataset: Dataset, threshold: float, basis: Basis, max_length: int | None = None) -> Analysis:
     """Decompose every layer of the data set's forward pass (both memoised per model, data and parameters)."""
-    key = (*_source_key(source, dataset, max_length), threshold, basis)
+    key = (*source_key(source, dataset, max_length), threshold, basis)
     return remembered(_ANALYSES, key, lambda: _decomposed(source, dataset, threshold, basis, max_length), ANALYSES_KEPT)
 
 
 def _decomposed(source: Source, dataset: Dataset, threshold: float, basis: Basis, max_length: int | None) -> Analysis:
     caps = source.capabilities
-    run = remembered(_PASSES, _source_key(source, dataset, max_length),
+    run = remembered(_PASSES, source_key(source, dataset, max_length),
                      lambda: _forward_pass(source, dataset, max_length), ANALYSES_KEPT)
     acts, positions, residual_hook, traceable = run.acts, run.positions, run.residual_hook, run.traceable
     tokens, mask = acts.tokens, acts.mask

@@ -17,7 +17,7 @@ import numpy as np
 from mechclaims.datasets.base import Dataset
 from mechclaims.errors import MechclaimsError
 from mechclaims.measurement import Curve, Measurement, Source
-from mechclaims.memo import remembered
+from mechclaims.memo import remembered, source_key
 from mechclaims.metrics.embedding_space import (
     category_separation,
     context_token_auroc,
@@ -140,8 +140,6 @@ _PASSES: OrderedDict[tuple[Any, ...], _TextPass] = OrderedDict()
 
 def _text_pass(source: Source, dataset: Dataset, max_length: int) -> _TextPass:
     """The data set through the source once per process (SINGH-2's model and null, and SINGH-3, read it)."""
-    key = (getattr(source, "name", id(source)), getattr(source, "fingerprint", None), dataset.fingerprint, max_length)
-
     def run() -> _TextPass:
         layers = source.capabilities.n_layers
         stages = ["blocks.0.hook_resid_pre", *(f"blocks.{layer}.hook_resid_post" for layer in range(layers))]
@@ -150,7 +148,7 @@ def _text_pass(source: Source, dataset: Dataset, max_length: int) -> _TextPass:
         return _TextPass([acts.last(name) for name in stages], acts.last(CONTEXT_HOOK), acts.last_logits,
                          acts.tokens, acts.mask)
 
-    return remembered(_PASSES, key, run, PASSES_KEPT)
+    return remembered(_PASSES, source_key(source, dataset, max_length), run, PASSES_KEPT)
 
 
 def context_vector_proximity(source: Source, inputs: Dataset, top_k: int = 1000,
