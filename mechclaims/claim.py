@@ -223,6 +223,9 @@ class Claim:
     the ideal the claim compares against (near-orthogonality), not a chance level that a pass must
     beat. `tolerance` is how far (absolute) the statistic may move from its baseline before a run
     reports a regression; 0.01 suits fractions, and claims on other scales declare their own.
+    `subjects` are the model specs the claim runs on whatever --model names (the suite's own trained
+    models, e.g. a family of training seeds); empty, it runs on the run's models. A `slow` claim runs
+    only with --slow-claims.
     """
 
     id: str
@@ -239,6 +242,8 @@ class Claim:
     tolerance: float = 0.01
     inputs: Inputs | tuple[Inputs, ...] | None = None
     gate: Gate | None = None
+    subjects: tuple[str, ...] = ()
+    slow: bool = False
 
     def __post_init__(self) -> None:
         if not CLAIM_ID.match(self.id):
@@ -257,6 +262,18 @@ class Claim:
             check_params(self.measure, {self.null.param: self.null.value}, f"claim {self.id}'s null")
         if self.inputs is not None:
             self._check_inputs(self.inputs)
+        self._check_subjects()
+
+    def _check_subjects(self) -> None:
+        from mechclaims.models import specs
+
+        if isinstance(self.subjects, str):
+            raise MechclaimsError(f"claim {self.id} has subjects {self.subjects!r}: give a tuple of model specs")
+        for subject in self.subjects:
+            try:
+                specs.check(specs.parse(subject), probe_hub=False)
+            except MechclaimsError as exc:
+                raise MechclaimsError(f"claim {self.id} subject: {exc}") from None
 
     @property
     def input_list(self) -> tuple[Inputs, ...]:
@@ -307,6 +324,8 @@ class Claim:
             "inputs": None if self.inputs is None else [one.to_json() for one in self.input_list],
             "gate": None if self.gate is None else {"statistic": self.gate.statistic, "op": self.gate.op,
                                                     "value": self.gate.value, "reason": self.gate.reason},
+            "subjects": list(self.subjects),
+            "slow": self.slow,
         }
 
 

@@ -3,8 +3,9 @@
 - Weight nulls: the same measurement on i.i.d. Gaussian weights of the same shapes, keeping the
   matrices named in `keep` (`random_targets` keeps the token vectors a search runs over). They
   have no forward pass, so a claim that runs inputs cannot use one.
-- Model nulls: the `random:` model of the same architecture (every matrix re-drawn with its own
-  mean and std), loaded like any model, so it can run prompts.
+- Model nulls: another model spec derived from the model's, loaded like any model, so it can run
+  prompts: the `random:` model of the same architecture (every matrix re-drawn with its own mean
+  and std), or, for the suite's trained models, their untrained initialisation (`<spec>/0`).
 - Measurement nulls: a parameter of the measure set to its null value (e.g. a random basis).
 """
 
@@ -30,17 +31,17 @@ class WeightNull:
 
 @dataclass(frozen=True)
 class ModelNull:
-    """The model spec `random:<spec>` (seed NULL_SEED): the same architecture with redrawn matrices."""
+    """The model spec `template` makes of the model's (`{spec}` stands for it)."""
 
-    name: str = "random_model"
+    name: str
+    template: str
 
     @property
     def role(self) -> str:
         return f"{self.name}:{NULL_SEED}"
 
-    @staticmethod
-    def spec_of(spec: str) -> str:
-        return f"random:{spec}"
+    def spec_of(self, spec: str) -> str:
+        return self.template.format(spec=spec)
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ Null = Union[WeightNull, ModelNull, MeasurementNull]
 NULLS: dict[str, Null] = {
     "gaussian": WeightNull("gaussian"),
     "random_targets": WeightNull("random_targets", frozenset({"W_E", "W_pos", "W_U"})),
-    "random_model": ModelNull(),
+    "random_model": ModelNull("random_model", "random:{spec}"),
+    "untrained": ModelNull("untrained", "{spec}/0"),
 }
 """Null baselines a claim names by string; a MeasurementNull is given as an object."""

@@ -1,27 +1,30 @@
-"""The models a run measures, each loaded once, with their weight nulls; a failed load is remembered,
-not retried (every claim on that model gets the same one-line ERROR)."""
+"""The models a run measures, each loaded once (a family's members too), with their weight nulls; a failed load
+is remembered, not retried (every claim on that model gets the same one-line ERROR)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from mechclaims.errors import MechclaimsError
-from mechclaims.models import GaussianNull, Model, load_model
+from mechclaims.models import GaussianNull, Model, load_model, specs
+from mechclaims.models.family import Family
 from mechclaims.nulls import NULL_SEED, WeightNull
 
 
 @dataclass
 class ModelPool:
-    models: dict[str, Model] = field(default_factory=dict)
+    models: dict[str, Model | Family] = field(default_factory=dict)
     nulls: dict[str, GaussianNull] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
 
-    def get(self, spec: str) -> Model:
+    def get(self, spec: str) -> Model | Family:
+        """The model `spec` names, or the Family of its members' models when it names several."""
         if spec in self.failures:
             raise MechclaimsError(self.failures[spec])
         if spec not in self.models:
             try:
-                self.models[spec] = load_model(spec)
+                members = specs.members(specs.parse(spec))
+                self.models[spec] = Family(spec, tuple(self.get(m) for m in members)) if members else load_model(spec)
             except MechclaimsError as exc:
                 self.failures[spec] = str(exc)
                 raise

@@ -2,14 +2,17 @@
 in, dataclasses out.
 
 A head's OV circuit over the numbers, OV_h = W_E[n] W_V^h W_O^h W_U[:, n] (numbers x numbers; row: the number
-attended to, column: the logit it writes), says which numbers it copies (its row's own entry stands out above
-the row) and which it suppresses (stands out below). The catalogue's modes, from the heads' copied and
-suppressed ranges:
-- vocabulary-splitting: every head copies a range, the ranges barely overlap (Jaccard <= 0.1 for every pair)
-  and together cover >= 90% of the numbers;
+attended to, column: the logit it writes), says which numbers it copies and which it suppresses. Its advantage
+on number n is A_h(n) = OV_h[n, n] - mean_{j != n} OV_h[n, j], in logits. Head h copies n when A_h(n) stands out of
+its row (>= STANDS_OUT row standard deviations above the row's mean) and is at least COPY_SHARE of the largest
+advantage any head has on n; it suppresses n when A_h(n) stands out below the row by as much and its size is at
+least COPY_SHARE of that largest advantage. Both heads of a two-head model copy n when neither carries more than
+two thirds of the advantage. The catalogue's modes, from the copied and suppressed sets:
 - copy-suppression: one head copies a range and another suppresses a range overlapping it (Jaccard >= 0.5);
 - overlapping ranges: two heads copy ranges with Jaccard > 0.5 (the non-simple mode);
-- none: anything else (e.g. an untrained model).
+- vocabulary-splitting: every head copies some numbers, the sets barely overlap (Jaccard <= 0.1 for every
+  pair) and together cover >= 90% of the numbers (the sets need not be contiguous: `runs` counts their pieces);
+- none: anything else (e.g. an untrained model, or heads part-way between overlap and a split).
 The biases are left out (they add the same logit vector to every row) and so are positions: the numbers'
 identity is in the token embeddings. `calibration` gives accuracy, confidence, entropy and expected calibration
 error of predictions, for head ablations (SORT-5).
@@ -23,9 +26,11 @@ from typing import Literal
 import numpy as np
 
 Mode = Literal["vocabulary-splitting", "copy-suppression", "overlapping", "none"]
-STANDS_OUT = 2.0
-"""A diagonal entry at least this many row standard deviations above (below) its row's mean is copied
-(suppressed)."""
+STANDS_OUT = 1.0
+"""A copied (suppressed) number's diagonal entry is at least this many row standard deviations above (below) its
+row's mean."""
+COPY_SHARE = 0.5
+"""... and its advantage is at least this share of the largest advantage any head has on that number."""
 SPLIT_OVERLAP = 0.1
 SPLIT_COVERAGE = 0.9
 SHARED_RANGE = 0.5
@@ -48,6 +53,21 @@ def diagonal_scores(circuits: np.ndarray) -> np.ndarray:
     return np.divide(diagonal - circuits.mean(axis=2), spread, out=np.zeros_like(diagonal), where=spread > 0)
 
 
+def diagonal_advantages(circuits: np.ndarray) -> np.ndarray:
+    """[H, n]: A_h(n) = OV_h[n, n] - mean_{j != n} OV_h[n, j], the logit a head adds to the number it attends to
+    over the other numbers."""
+    circuits = np.asarray(circuits, dtype=np.float64)
+    n = circuits.shape[-1]
+    diagonal = np.diagonal(circuits, axis1=1, axis2=2)
+    return diagonal - (circuits.sum(axis=2) - diagonal) / (n - 1)
+
+
+def runs(mask: np.ndarray) -> int:
+    """The number of contiguous pieces of a boolean mask over the numbers."""
+    mask = np.asarray(mask, dtype=bool)
+    return int(mask[0]) + int(np.sum(mask[1:] & ~mask[:-1])) if len(mask) else 0
+
+
 def jaccard(first: np.ndarray, second: np.ndarray) -> float:
     """|A and B| / |A or B| of two boolean masks; 0 when both are empty."""
     union = np.logical_or(first, second).sum()
@@ -56,21 +76,26 @@ def jaccard(first: np.ndarray, second: np.ndarray) -> float:
 
 @dataclass(frozen=True)
 class HeadModes:
-    """The heads' copied and suppressed numbers (boolean [H, n]), the largest Jaccard overlap between two copied
-    ranges, the share of numbers some head copies, the best copy/suppress overlap, and the mode."""
+    """The heads' advantages A (float [H, n]), copied and suppressed numbers (boolean [H, n]), the largest Jaccard
+    overlap between two copied sets, the share of numbers some head copies, the best copy/suppress overlap, the
+    pieces of each head's copied set, and the mode."""
 
+    advantages: np.ndarray
     copied: np.ndarray
     suppressed: np.ndarray
     copy_overlap: float
     coverage: float
     suppression_overlap: float
+    pieces: tuple[int, ...]
     mode: Mode
 
 
-def classify_heads(circuits: np.ndarray, stands_out: float = STANDS_OUT) -> HeadModes:
+def classify_heads(circuits: np.ndarray, stands_out: float = STANDS_OUT, share: float = COPY_SHARE) -> HeadModes:
     """The mode of a model's heads from their OV circuits [H, n, n] (module docstring)."""
-    scores = diagonal_scores(circuits)
-    copied, suppressed = scores >= stands_out, scores <= -stands_out
+    scores, advantages = diagonal_scores(circuits), diagonal_advantages(circuits)
+    largest = np.maximum(advantages.max(axis=0), 0.0)
+    copied = (scores >= stands_out) & (advantages > 0) & (advantages >= share * largest)
+    suppressed = (scores <= -stands_out) & (advantages < 0) & (-advantages >= share * largest) & (largest > 0)
     heads = range(len(circuits))
     pairs = [(a, b) for a in heads for b in heads if a < b]
     copy_overlap = max((jaccard(copied[a], copied[b]) for a, b in pairs), default=0.0)
@@ -83,7 +108,8 @@ def classify_heads(circuits: np.ndarray, stands_out: float = STANDS_OUT) -> Head
         mode = "overlapping"
     elif copied.any(axis=1).all() and copy_overlap <= SPLIT_OVERLAP and coverage >= SPLIT_COVERAGE:
         mode = "vocabulary-splitting"
-    return HeadModes(copied, suppressed, copy_overlap, coverage, suppression_overlap, mode)
+    return HeadModes(advantages, copied, suppressed, copy_overlap, coverage, suppression_overlap,
+                     tuple(runs(row) for row in copied), mode)
 
 
 ECE_BINS = 10
@@ -114,3 +140,12 @@ def calibration(logits: np.ndarray, targets: np.ndarray, bins: int = ECE_BINS) -
     error = sum(abs(correct[which == b].mean() - confidence[which == b].mean()) * np.mean(which == b)
                 for b in range(bins) if np.any(which == b))
     return Calibration(float(correct.mean()), float(confidence.mean()), float(entropy.mean()), float(error))
+
+
+def self_suppressed(rows: np.ndarray, columns: np.ndarray, bottom: int) -> np.ndarray:
+    """[n] booleans for the OV circuit OV = rows @ columns over n sampled tokens (rows [n, r], columns [r, n]):
+    whether token i's own logit OV[i, i] is among the `bottom` smallest of its row (the head suppresses the token
+    it attends to; McDougall et al. 2023, CLAIMS_CATALOGUE.md CS-GPT2)."""
+    circuit = np.asarray(rows, dtype=np.float64) @ np.asarray(columns, dtype=np.float64)
+    own = np.diagonal(circuit)
+    return (circuit < own[:, None]).sum(axis=1) < bottom

@@ -4,7 +4,8 @@
     base := "auto" | kind ":" argument | a bundled name | a folder path | a Hugging Face name
 
 Each kind is one module in `mechclaims.models.kinds` with `check(spec, probe_hub)` (refuse, before
-anything loads, with a one-line MechclaimsError naming the fix) and `boot(spec) -> TransformerBridge`.
+anything loads, with a one-line MechclaimsError naming the fix) and `boot(spec) -> TransformerBridge`; a kind
+whose specs can name several models (a family) also has `members(spec) -> [member spec]`.
 A new kind of model (the suite's own trained models, say) is one more module and one more KINDS entry,
 written `<kind>:<argument>`.
 """
@@ -125,6 +126,12 @@ def check(spec: Spec, probe_hub: bool = True) -> None:
     """Refuse a spec that cannot load, before anything loads; `auto` always resolves to a loadable model."""
     if spec.kind != AUTO:
         KINDS[spec.kind].check(spec, probe_hub)
+
+
+def members(spec: Spec) -> list[str]:
+    """The member specs when `spec` names a family (a kind with a `members` function), else []."""
+    listed = getattr(KINDS.get(spec.kind), "members", None)
+    return [] if listed is None else listed(spec)
 
 
 def boot(spec: Spec) -> Any:

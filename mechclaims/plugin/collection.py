@@ -1,6 +1,8 @@
 """`CLAIMS` in a claims module -> one item per claim and model, `<claim-id>[<model>]`, running the
-generic claim test; anything in CLAIMS that is not a Claim is a collection error. Items of one model
-share an xdist group, so `-n N --dist loadgroup` loads each model in one worker."""
+generic claim test; anything in CLAIMS that is not a Claim is a collection error. A claim with its own
+subjects (the suite's trained models) gets one item per subject instead, whatever --model names. Slow
+claims carry the `slow` marker and are deselected without --slow-claims. Items of one model share an
+xdist group, so `-n N --dist loadgroup` loads each model in one worker."""
 
 from __future__ import annotations
 
@@ -48,12 +50,26 @@ def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: objec
         raise collector.CollectError(str(exc)) from None
     session = collector.config.stash[SESSION]
     session.resolve_auto()
+    by_subject: dict[str, list[Claim]] = {spec: [c for c in claims if not c.subjects] for spec in session.models}
+    for claim in claims:
+        for subject in claim.subjects:
+            by_subject.setdefault(subject, []).append(claim)
     items: list[pytest.Item] = []
-    for spec in session.models:
-        items += [claim_item(collector, f"{claim.id}[{spec}]", run_claim, claim, spec) for claim in claims]
-        for extra in collector.ihook.pytest_mechclaims_extra_items(collector=collector, claims=claims, spec=spec):
+    for spec, chosen in by_subject.items():
+        items += [claim_item(collector, f"{claim.id}[{spec}]", run_claim, claim, spec) for claim in chosen]
+        for extra in collector.ihook.pytest_mechclaims_extra_items(collector=collector, claims=chosen, spec=spec):
             items += extra
     return items
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Slow claims (and their regression items) are marked `slow`, and deselected without --slow-claims."""
+    slow = [item for item in items if CLAIM_KEY in item.stash and item.stash[CLAIM_KEY][0].slow]
+    for item in slow:
+        item.add_marker(pytest.mark.slow)
+    if slow and not config.stash[OPTIONS].slow_claims:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if item not in slow]
 
 
 def check_claim_names(options: Options, known: set[str]) -> None:

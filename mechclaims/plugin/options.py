@@ -32,6 +32,7 @@ class Options:
     no_cache: bool
     baseline_dir: Path | None
     update_baselines: bool
+    slow_claims: bool = False
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Options:
@@ -60,6 +61,7 @@ class Options:
             baseline_dir=Path(baseline) if baseline else (
                 DEFAULT_BASELINE_DIR if update or DEFAULT_BASELINE_DIR.is_dir() else None),
             update_baselines=update,
+            slow_claims=bool(config.getoption("mechclaims_slow_claims")),
         )
 
     def named_claims(self) -> list[tuple[str, set[str]]]:
@@ -111,6 +113,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="record this run's results as the models' baselines (in --baseline DIR)")
     group.addoption("--no-cache", action="store_true", dest="mechclaims_no_cache",
                     help="measure everything afresh and write nothing to the measurement cache")
+    group.addoption("--slow-claims", action="store_true", dest="mechclaims_slow_claims",
+                    help="also run the claims marked slow (e.g. those that train many models); without it they "
+                         "are deselected")
     group.addoption("--cache-dir", dest="mechclaims_cache_dir", default=None, metavar="DIR",
                     help="measurement cache directory (default: the user cache dir or $MECHCLAIMS_CACHE_DIR)")
 

@@ -13,7 +13,7 @@ from mechclaims.report import figures
 
 CHANGED = ("regression", "different weights")
 """Baseline statuses the matrix marks as changed since the baseline."""
-FIGURE_DETAILS = ("sv_use", "head_distributions", "category_cosines")
+FIGURE_DETAILS = ("sv_use", "head_distributions", "category_cosines", "ov_advantages", "loss_curves", "steps")
 """Measurement details drawn as figures rather than printed."""
 VERDICT_CLASSES = {"PASS": "PASS", "FAIL": "FAIL", "TRIVIAL": "TRIVIAL", "N/A": "NA", "ERROR": "ERROR"}
 
@@ -101,7 +101,25 @@ def _detail_figures(details: dict[str, Any], null: list[float] | None, model: st
     if grid and grid.get("categories"):
         out.append({"alt": "mean cosine between token categories", "uri": figures.category_heatmap(
             grid["categories"], grid["matrix"], f"mean cosine between token categories on {model}")})
+    if details.get("ov_advantages"):
+        out.append({"alt": "OV diagonal advantage of each head over the numbers, per run", "uri": figures.head_diagonals(
+            details["ov_advantages"], f"OV diagonal advantage (logits) per head on {model}")})
+    if details.get("loss_curves"):
+        out.append({"alt": "training loss of each run", "uri": figures.loss_curves(
+            details["loss_curves"], details.get("steps") or {}, f"training loss of the runs of {model}")})
+    runs = details.get("runs")
+    if runs and all("mode" in run for run in runs):
+        out.append({"alt": "fraction of runs in each head mode per weight decay and mean gap",
+                    "uri": figures.mode_fractions(_mode_groups(runs), f"head modes on {model}")})
     return out
+
+
+def _mode_groups(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """{"wd W, gap G": {mode: fraction of those runs}} from a measurement's per-run table."""
+    groups: dict[str, list[str]] = {}
+    for run in runs:
+        groups.setdefault(f"wd {run['weight_decay']:g}\ngap {run['mean_gap']:g}", []).append(run["mode"])
+    return {name: {mode: modes.count(mode) / len(modes) for mode in set(modes)} for name, modes in groups.items()}
 
 
 def _threshold_marks(threshold: dict[str, Any], axis: str) -> figures.ThresholdMarks:

@@ -203,3 +203,52 @@ def head_histograms(real: dict[str, list[float]], null: list[float] | None, labe
     axes[0][0].set_xlabel(label, fontsize=7)
     axes[0][0].legend(fontsize=6)
     return _png_uri(figure)
+
+
+def head_diagonals(advantages: dict[str, list[list[float]]], title: str) -> str:
+    """One panel per run: each head's OV diagonal advantage over the numbers (heads x numbers, diverging colours
+    centred on zero: copied numbers warm, suppressed cold)."""
+    runs = list(advantages)[:10]
+    figure, axes = plt.subplots(len(runs), 1, figsize=(7, 0.5 + 0.75 * len(runs)), squeeze=False)
+    for axis, run in zip(axes[:, 0], runs):
+        values = np.asarray(advantages[run], dtype=float)
+        limit = float(np.abs(values).max()) or 1.0
+        axis.imshow(values, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
+        axis.set_yticks(range(len(values)), [f"h{h}" for h in range(len(values))], fontsize=6)
+        axis.set_xticks([])
+        axis.set_ylabel(run, fontsize=6, rotation=0, ha="right", va="center")
+    axes[-1, 0].set_xticks(range(0, len(values[0]), 2), [str(n) for n in range(0, len(values[0]), 2)], fontsize=6)
+    axes[-1, 0].set_xlabel("number", fontsize=7)
+    axes[0, 0].set_title(title, fontsize=8)
+    return _png_uri(figure)
+
+
+def loss_curves(curves: dict[str, list[float]], steps: dict[str, int], title: str) -> str:
+    """Every run's training loss (span means) against the training step, log scale."""
+    figure, axes = plt.subplots(figsize=(6, 3))
+    for run, losses in curves.items():
+        axes.plot(np.linspace(0, steps.get(run, len(losses)), len(losses)), losses, linewidth=1, label=run)
+    axes.set_yscale("log")
+    axes.set_xlabel("training step", fontsize=8)
+    axes.set_ylabel("training loss (nats)", fontsize=8)
+    axes.set_title(title, fontsize=9)
+    axes.legend(fontsize=6, ncol=2)
+    return _png_uri(figure)
+
+
+def mode_fractions(groups: dict[str, dict[str, float]], title: str) -> str:
+    """Stacked bars: the fraction of runs in each head mode, per group of runs (weight decay, mean gap)."""
+    figure, axes = plt.subplots(figsize=(1.6 + 1.3 * len(groups), 3))
+    bottom = np.zeros(len(groups))
+    colours = {"vocabulary-splitting": "#1565c0", "copy-suppression": "#6a1b9a", "overlapping": "#ef6c00",
+               "none": "#9e9e9e"}
+    for mode, colour in colours.items():
+        heights = np.array([fractions.get(mode, 0.0) for fractions in groups.values()])
+        axes.bar(range(len(groups)), heights, bottom=bottom, color=colour, label=mode)
+        bottom += heights
+    axes.set_xticks(range(len(groups)), list(groups), fontsize=7)
+    axes.set_ylim(0, 1)
+    axes.set_ylabel("fraction of runs", fontsize=8)
+    axes.set_title(title, fontsize=9)
+    axes.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1, 1))
+    return _png_uri(figure)

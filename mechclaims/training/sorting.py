@@ -236,6 +236,11 @@ def _restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torc
     optimizer.load_state_dict({"state": state, "param_groups": optimizer.state_dict()["param_groups"]})
 
 
+def checkpoint_steps(config: SortingConfig) -> list[int]:
+    """The steps a finished run has a checkpoint for: every `checkpoint_every` steps and the last one."""
+    return sorted({*range(config.checkpoint_every, config.steps + 1, config.checkpoint_every), config.steps})
+
+
 def _checkpoints(folder: Path) -> list[tuple[int, Path]]:
     """(step, folder) of every complete checkpoint, by step."""
     found = []

@@ -1,5 +1,9 @@
-"""`sorting:<config>[@<seed>]`: a list-sorting model the suite trains itself (mechclaims/training/sorting.py) from
-fixtures/sorting/<config>.json, on first use, into the cache folder; later loads read the cached weights.
+"""`sorting:<config>[@<seed>][/<step>]`: a list-sorting model the suite trains itself (mechclaims/training/sorting.py)
+from fixtures/sorting/<config>.json, on first use, into the cache folder; later loads read the cached weights.
+`/<step>` is the run's checkpoint at that step, `/0` its initialisation (the untrained null).
+
+`sorting:<config>[+<config>...]@<first>-<last>[/<step>]` names a family: every configuration with every seed in the
+range, measured together by the claims about how often a structure appears across training runs (`members`).
 
 The cache folder is keyed by the configuration and the code version of the training module (a change to either
 trains anew), under `<cache dir>/sorting/`. An interrupted training resumes from its last checkpoint.
@@ -18,16 +22,39 @@ from mechclaims.errors import MechclaimsError
 if TYPE_CHECKING:
     from mechclaims.models.specs import Spec
 
-ARGUMENT = re.compile(r"(?P<config>[A-Za-z0-9_-]+)(?:@(?P<seed>\d+))?")
+NAME = r"[A-Za-z0-9_-]+"
+ARGUMENT = re.compile(rf"(?P<configs>{NAME}(?:\+{NAME})*)(?:@(?P<first>\d+)(?:-(?P<last>\d+))?)?(?:/(?P<step>\d+))?")
+USAGE = "write sorting:<configuration>[@<seed>][/<step>], e.g. sorting:ci@0, or a family such as sorting:ci+ci-wd0@0-4"
 
 
-def _config(spec: Spec) -> Any:
-    from mechclaims.training.sorting import load_config
-
+def _parts(spec: Spec) -> tuple[list[str], list[int], int | None]:
+    """(configuration names, seeds, checkpoint step or None for the finished run)."""
     match = ARGUMENT.fullmatch(spec.argument)
     if match is None:
-        raise MechclaimsError(f"model spec {spec.text!r}: write sorting:<configuration>[@<seed>], e.g. sorting:ci@0")
-    return load_config(match["config"], int(match["seed"] or 0))
+        raise MechclaimsError(f"model spec {spec.text!r}: {USAGE}")
+    first = int(match["first"] or 0)
+    last = int(match["last"] or first)
+    if last < first:
+        raise MechclaimsError(f"model spec {spec.text!r}: the seed range {first}-{last} is empty; write @<first>-<last>")
+    step = None if match["step"] is None else int(match["step"])
+    return match["configs"].split("+"), list(range(first, last + 1)), step
+
+
+def members(spec: Spec) -> list[str]:
+    """The single-run specs of a family, configuration by configuration; [] for a single run."""
+    configs, seeds, step = _parts(spec)
+    if len(configs) == 1 and len(seeds) == 1:
+        return []
+    at = "" if step is None else f"/{step}"
+    return [f"sorting:{config}@{seed}{at}" for config in configs for seed in seeds]
+
+
+def config_of(spec: Spec) -> Any:
+    """The SortingConfig of a single-run spec."""
+    from mechclaims.training.sorting import load_config
+
+    configs, seeds, _ = _parts(spec)
+    return load_config(configs[0], seeds[0])
 
 
 def run_folder(config: Any) -> Path:
@@ -41,15 +68,26 @@ def run_folder(config: Any) -> Path:
 
 
 def check(spec: Spec, probe_hub: bool) -> None:
-    """The configuration must exist in fixtures/sorting and be valid."""
-    _config(spec)
+    """Every configuration must exist in fixtures/sorting and be valid, and the step must be one it saves."""
+    from mechclaims.training.sorting import checkpoint_steps, load_config
+
+    configs, seeds, step = _parts(spec)
+    for name in configs:
+        config = load_config(name, seeds[0])
+        if step is not None and step != 0 and step not in checkpoint_steps(config):
+            raise MechclaimsError(f"model spec {spec.text!r}: configuration {name!r} saves no checkpoint at step "
+                                  f"{step}; choose 0 (untrained) or a multiple of {config.checkpoint_every} up to "
+                                  f"{config.steps}")
 
 
 def boot(spec: Spec) -> Any:
-    """The trained model (training it first when the cache has no finished run)."""
+    """The trained model (training it first when the cache has no finished run), or its checkpoint at the step."""
     from mechclaims.training.sorting import MODEL_FILE, boot, train
 
-    config = _config(spec)
+    config = config_of(spec)
+    step = _parts(spec)[2]
+    if step == 0:
+        return boot(config)
     folder = run_folder(config)
     train(config, folder)
-    return boot(config, folder / MODEL_FILE)
+    return boot(config, folder / (MODEL_FILE if step is None else f"checkpoint-{step}/{MODEL_FILE}"))

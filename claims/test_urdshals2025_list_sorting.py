@@ -1,0 +1,128 @@
+"""Urdshals & Urdshals 2025, "Structure Development in List-Sorting Transformers" (CLAIMS_CATALOGUE.md, section 4;
+measurements in mechclaims/metrics/sorting_heads.py and copy_suppression.py).
+
+The SORT claims run on the suite's own trained models, whatever --model names: families of five seeds of the
+configurations in fixtures/sorting (mechclaims/training/sorting.py), trained on first use and cached. The paper's
+training set-up is not available to us, so every hyperparameter is the suite's choice: one attention-only layer,
+2 heads, d_model 48, learned positions, lists of 5 distinct numbers of 0-23, 4000 AdamW steps of 64 lists
+(`ci`: weight decay 0.1; `ci-wd0`: 0). The heads' modes come from their OV circuits over the numbers
+(list_sorting.classify_heads: the copied and suppressed sets, their Jaccard overlaps and coverage). Every claim is
+gated on the runs having learned to sort (held-out token accuracy >= 0.95 in every run), and its null is the same
+family untrained (`<family>/0`, the seeded initialisations), whose heads copy nothing in particular.
+
+Thresholds, all `suite` origin, fixed before any trained model was classified:
+- SORT-1: at least 80% of the runs end in a simple mode (vocabulary-splitting or copy-suppression), on both
+  weight decays (the issue's threshold).
+- SORT-2: vocabulary-splitting in at least one of the five weight-decay-0 runs (the catalogue's reading).
+- SORT-3 (slow): over three mean gaps (lists from 10, 16 or 24 consecutive numbers: gaps 1.83, 2.83, 4.17),
+  some mode's fraction of runs changes by at least 0.4 (two of five runs). Dependence, not direction.
+- SORT-5: in at least 80% of the copy-suppression runs, zeroing the suppressing head raises the mean max
+  probability and the expected calibration error on held-out lists. N/A when no run ends in copy-suppression.
+  Null: zeroing the copying head instead.
+- CS-GPT2: GPT-2 small's head 10.7 ranks the token it attends to in the bottom 10 of its OV row for at least half
+  of 2000 sampled tokens (the catalogue's "most tokens"); N/A on other models. The same statistic over every head
+  of any model is report-only: its verdict says the heads were measured, and the table lists the most
+  copy-suppressing heads beside the `random:` model's largest fraction.
+
+SORT-4 (the Local Learning Coefficient over training) is not here yet: the closing note of the issue says why.
+
+Regression tolerances: 0 for the fractions of runs (one run changing mode moves them by 0.2, which is a change of
+finding, not noise), 0.01 for CS fractions.
+"""
+
+from mechclaims.claim import Claim, Gate, Threshold
+from mechclaims.metrics import copy_suppression, sorting_heads
+from mechclaims.nulls import MeasurementNull
+
+PAPER = "urdshals2025"
+SEEDS = "@0-4"
+DECAYED = f"sorting:ci{SEEDS}"
+UNDECAYED = f"sorting:ci-wd0{SEEDS}"
+BY_GAP = f"sorting:ci-window10+ci-window16+ci{SEEDS}"
+LEARNED = Gate("min_accuracy", ">=", 0.95, "a run of this family did not learn to sort held-out lists")
+RUNS = "fraction_at_least"
+
+CLAIMS = [
+    Claim(
+        id=f"{PAPER}.simple_head_modes",
+        paper=PAPER,
+        section="SORT-1 (final head modes)",
+        statement="At the end of training the heads are in a simple mode, vocabulary-splitting or copy-suppression, "
+        "not overlapping ranges, in at least 80% of seeds.",
+        measure=sorting_heads.head_modes,
+        params={"mode": "simple"},
+        subjects=(DECAYED, UNDECAYED),
+        gate=LEARNED,
+        threshold=Threshold(statistic=RUNS, at=1.0, op=">=", value=0.8, origin="suite"),
+        null="untrained",
+        tolerance=0.0,
+        rationale="The share of runs in a simple mode; the runs table gives each run's overlaps and coverage, and "
+        "the figures each head's OV diagonal and the training losses.",
+    ),
+    Claim(
+        id=f"{PAPER}.vocabulary_splitting_without_weight_decay",
+        paper=PAPER,
+        section="SORT-2 (splitting without weight decay)",
+        statement="Vocabulary-splitting appears with weight decay 0: in at least one of five runs.",
+        measure=sorting_heads.head_modes,
+        params={"mode": "vocabulary-splitting"},
+        subjects=(UNDECAYED,),
+        gate=LEARNED,
+        threshold=Threshold(statistic=RUNS, at=1.0, op=">", value=0.0, origin="suite"),
+        null="untrained",
+        tolerance=0.0,
+    ),
+    Claim(
+        id=f"{PAPER}.head_mode_depends_on_mean_gap",
+        paper=PAPER,
+        section="SORT-3 (the mean gap decides the mode; slow)",
+        statement="The mode the heads end in depends on the mean gap between adjacent sorted numbers: some mode's "
+        "share of runs changes by at least 0.4 across three gaps.",
+        measure=sorting_heads.mode_by_gap,
+        subjects=(BY_GAP,),
+        gate=LEARNED,
+        threshold=Threshold(statistic="largest_change", op=">=", value=0.4, origin="suite"),
+        null="untrained",
+        tolerance=0.0,
+        slow=True,
+        rationale="15 training runs (about 3 minutes on 2 cores). Run with --slow-claims.",
+    ),
+    Claim(
+        id=f"{PAPER}.suppressor_ablation_raises_confidence",
+        paper=PAPER,
+        section="SORT-5 (copy-suppression calibrates)",
+        statement="Ablating the suppressing head of a copy-suppression model raises its confidence and worsens its "
+        "calibration (in at least 80% of the copy-suppression runs).",
+        measure=sorting_heads.suppressor_ablation,
+        subjects=(DECAYED, UNDECAYED),
+        gate=Gate("suppression_runs", ">=", 1, "no run of this family ended in copy-suppression"),
+        threshold=Threshold(statistic=RUNS, at=1.0, op=">=", value=0.8, origin="suite"),
+        null=MeasurementNull("ablate", "copying"),
+        tolerance=0.0,
+    ),
+    Claim(
+        id=f"{PAPER}.gpt2_head_10_7_suppresses_copies",
+        paper=PAPER,
+        section="CS-GPT2 (copy suppression in GPT-2)",
+        statement="GPT-2 small's head 10.7 suppresses the token it attends to: its own logit is in the bottom 10 of "
+        "its OV row for at least half of the sampled tokens.",
+        measure=copy_suppression.copy_suppression_heads,
+        params={"head": "10.7"},
+        needs=frozenset({"gpt2_small"}),
+        threshold=Threshold(statistic="head_fraction", op=">=", value=0.5, origin="suite"),
+        null="random_model",
+        rationale="head_rank says where 10.7 stands among the 144 heads; the table lists the top ten.",
+    ),
+    Claim(
+        id=f"{PAPER}.most_copy_suppressing_heads",
+        paper=PAPER,
+        section="CS-GPT2 (every head, report-only)",
+        statement="The same weights-only statistic on every head: the report lists the most copy-suppressing heads.",
+        measure=copy_suppression.copy_suppression_heads,
+        threshold=Threshold(statistic="max_fraction", op=">=", value=0.0, origin="suite"),
+        null="random_model",
+        trivial_if_null_passes=False,
+        rationale="Report-only: the verdict says only that every head was measured; compare max_fraction with the "
+        "random: model's and with chance (bottom / sample).",
+    ),
+]

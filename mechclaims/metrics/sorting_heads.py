@@ -1,0 +1,174 @@
+"""The list-sorting claims' measurements (Urdshals & Urdshals 2025, CLAIMS_CATALOGUE.md section 4): a family of
+the suite's trained sorting models in (mechclaims.models.family), one Measurement per claim out; the arithmetic
+is in list_sorting. Each member's heads are classified from their OV circuits over the numbers; its held-out
+lists come from its own configuration (mechclaims.training.sorting).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from mechclaims.errors import MechclaimsError
+from mechclaims.measurement import Measurement
+from mechclaims.metrics.list_sorting import HeadModes, calibration, classify_heads, ov_circuits
+
+Wanted = Literal["simple", "vocabulary-splitting", "copy-suppression", "overlapping"]
+MODES = ("vocabulary-splitting", "copy-suppression", "overlapping", "none")
+SIMPLE = frozenset({"vocabulary-splitting", "copy-suppression"})
+HELD_OUT = 512
+LOSS_POINTS = 200
+"""Loss curves are drawn from at most this many points (means over equal spans of steps)."""
+
+
+def _config(model: Any) -> Any:
+    from mechclaims.models.kinds.sorting import config_of
+    from mechclaims.models.specs import parse
+
+    spec = parse(model.name)
+    if spec.kind != "sorting":
+        raise MechclaimsError(f"model {model.name!r} is not one of the suite's sorting models: the list-sorting "
+                              "claims measure sorting:<config>@<seeds> families")
+    return config_of(spec)
+
+
+def _members(source: Any) -> tuple[Any, ...]:
+    return tuple(getattr(source, "members", (source,)))
+
+
+def number_tokens(model: Any) -> np.ndarray:
+    """The token ids of "0", "1", ... up to the first number the vocabulary lacks."""
+    ids = []
+    while (token := model.single_token_id(str(len(ids)))) is not None:
+        ids.append(token)
+    return np.array(ids)
+
+
+def head_modes_of(model: Any) -> HeadModes:
+    """The mode of one sorting model's layer-0 heads (list_sorting.classify_heads on W_E W_V W_O W_U)."""
+    weights = model.weights()
+    return classify_heads(ov_circuits(weights.W_E, weights.W_V[0], weights.W_O[0], weights.W_U, number_tokens(model)))
+
+
+def _sorted_half_logits(model: Any, config: Any, ablated_head: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(logits [N, V], targets [N]) of the sorted-half predictions on held-out lists, with one head's output
+    zeroed when `ablated_head` is given."""
+    from mechclaims.training.sorting import held_out
+
+    tokens = torch.from_numpy(held_out(config, HELD_OUT))
+
+    def zero(z: torch.Tensor, hook: Any) -> torch.Tensor:
+        z = z.clone()
+        z[:, :, ablated_head] = 0.0
+        return z
+
+    hooks = [] if ablated_head is None else [("blocks.0.attn.hook_z", zero)]
+    with torch.no_grad():
+        logits = model.bridge.run_with_hooks(tokens, fwd_hooks=hooks, prepend_bos=False)
+    length = config.list_length
+    predicted = logits[:, length:-1].reshape(-1, logits.shape[-1]).double().numpy()
+    return predicted, tokens[:, length + 1:].reshape(-1).numpy()
+
+
+def _loss_curve(model: Any, config: Any) -> list[float] | None:
+    """The run's training losses as at most LOSS_POINTS span means; None for an untrained model."""
+    from mechclaims.models.kinds.sorting import run_folder
+    from mechclaims.training.sorting import RECORD_FILE
+
+    path = run_folder(config) / RECORD_FILE
+    if model.name.endswith("/0") or not path.is_file():
+        return None
+    losses = np.asarray(json.loads(path.read_text(encoding="utf-8"))["losses"], dtype=np.float64)
+    return [float(span.mean()) for span in np.array_split(losses, min(LOSS_POINTS, len(losses)))]
+
+
+def head_modes(source: Any, mode: Wanted = "simple") -> Measurement:
+    """SORT-1, SORT-2: per run of the family, whether its heads end in `mode` ("simple": vocabulary-splitting or
+    copy-suppression). Distribution: 1.0 per run in the mode, else 0.0; statistics: the fraction of runs in each
+    mode, and the lowest held-out token accuracy (the claims' gate: runs that did not learn to sort say nothing)."""
+    wanted = SIMPLE if mode == "simple" else frozenset({mode})
+    runs, indicators, advantages, curves, steps = [], [], {}, {}, {}
+    for member in _members(source):
+        config = _config(member)
+        found = head_modes_of(member)
+        tokens = _sorted_half_logits(member, config)
+        accuracy = float(np.mean(tokens[0].argmax(axis=1) == tokens[1]))
+        runs.append({"model": member.name, "weight_decay": config.weight_decay, "mean_gap": round(config.mean_gap, 3),
+                     "mode": found.mode, "copy_overlap": round(found.copy_overlap, 3),
+                     "suppression_overlap": round(found.suppression_overlap, 3), "coverage": round(found.coverage, 3),
+                     "copied": [int(n) for n in found.copied.sum(axis=1)],
+                     "suppressed": [int(n) for n in found.suppressed.sum(axis=1)],
+                     "pieces": list(found.pieces), "held_out_accuracy": round(accuracy, 4)})
+        indicators.append(1.0 if found.mode in wanted else 0.0)
+        advantages[member.name] = found.advantages.tolist()
+        curve = _loss_curve(member, config)
+        if curve is not None:
+            curves[member.name] = curve
+            steps[member.name] = config.steps
+    fractions = {name.replace("-", "_"): float(np.mean([run["mode"] == name for run in runs])) for name in MODES}
+    return Measurement(
+        distribution=np.array(indicators),
+        statistics={"mode_fraction": float(np.mean(indicators)), **fractions, "runs": float(len(runs)),
+                    "min_accuracy": min(run["held_out_accuracy"] for run in runs)},
+        details={"runs": runs, "ov_advantages": advantages, "loss_curves": curves, "steps": steps},
+    )
+
+
+def mode_by_gap(source: Any) -> Measurement:
+    """SORT-3: whether the mode the heads end in depends on the mean gap between adjacent sorted numbers. The
+    family's runs are grouped by their configuration's mean gap; for each mode, its fraction of runs per gap.
+    Statistic `largest_change`: the largest difference, over modes, between a mode's highest and lowest fraction
+    across the gaps (0: the same mix at every gap; 1: a mode present in every run at one gap and in none at
+    another). Distribution: each mode's change."""
+    measured = head_modes(source)
+    gaps = sorted({run["mean_gap"] for run in measured.details["runs"]})
+    table = []
+    for gap in gaps:
+        modes = [run["mode"] for run in measured.details["runs"] if run["mean_gap"] == gap]
+        table.append({"mean_gap": gap, "runs": len(modes), **{mode: modes.count(mode) / len(modes) for mode in MODES}})
+    changes = [max(row[mode] for row in table) - min(row[mode] for row in table) for mode in MODES]
+    return Measurement(
+        distribution=np.array(changes),
+        distribution_label="change of a mode's fraction of runs across the mean gaps",
+        statistics={"largest_change": float(max(changes)), "gaps": float(len(gaps)),
+                    "min_accuracy": measured.statistics["min_accuracy"]},
+        details={**measured.details, "by_gap": table},
+    )
+
+
+def suppressor_ablation(source: Any, ablate: Literal["suppressing", "copying"] = "suppressing") -> Measurement:
+    """SORT-5: in each run whose heads end in copy-suppression, zero the suppressing head's output (`ablate`
+    "copying": the copying head's, the null) and compare held-out predictions before and after
+    (list_sorting.calibration). Distribution: 1.0 per such run where the confidence (mean max probability)
+    rises and the expected calibration error grows, else 0.0; `suppression_runs` counts the runs (the claim's
+    gate: without one the claim does not apply)."""
+    from mechclaims.metrics.list_sorting import jaccard
+
+    rows, indicators = [], []
+    for member in _members(source):
+        found = head_modes_of(member)
+        if found.mode != "copy-suppression":
+            continue
+        heads = range(len(found.copied))
+        copier, suppressor = max(((a, b) for a in heads for b in heads if a != b),
+                                 key=lambda pair: jaccard(found.copied[pair[0]], found.suppressed[pair[1]]))
+        config = _config(member)
+        before = calibration(*_sorted_half_logits(member, config))
+        after = calibration(*_sorted_half_logits(member, config, suppressor if ablate == "suppressing" else copier))
+        indicators.append(1.0 if after.confidence > before.confidence and
+                          after.calibration_error > before.calibration_error else 0.0)
+        rows.append({"model": member.name, "copying_head": copier, "suppressing_head": suppressor,
+                     "ablated": suppressor if ablate == "suppressing" else copier,
+                     **{f"{name}_before": round(getattr(before, name), 5) for name in before.__dataclass_fields__},
+                     **{f"{name}_after": round(getattr(after, name), 5) for name in after.__dataclass_fields__}})
+    deltas = {f"mean_delta_{name}": float(np.mean([row[f"{name}_after"] - row[f"{name}_before"] for row in rows]))
+              for name in ("accuracy", "confidence", "entropy", "calibration_error")} if rows else {}
+    return Measurement(
+        distribution=np.array(indicators),
+        distribution_label="1: confidence up and calibration worse after the ablation",
+        statistics={"suppression_runs": float(len(rows)), **deltas},
+        details={"ablations": rows},
+    )
