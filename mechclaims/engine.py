@@ -23,6 +23,7 @@ from mechclaims.datasets import load_dataset
 from mechclaims.errors import MechclaimsError
 from mechclaims.measurement import Measurement
 from mechclaims.models import Model
+from mechclaims.models.family import Family
 from mechclaims.nulls import MeasurementNull, ModelNull, WeightNull
 from mechclaims.pool import ModelPool
 from mechclaims.results import Result
@@ -114,21 +115,21 @@ def _measured(settings: Settings, claim: Claim, model: Model, base: dict[str, An
                   measurement=real, null=null, sweep=sweep, param_sweep=grid_sweep, **base)
 
 
-def evaluate(claim: Claim | str, subject: str | Model, settings: Settings | None = None) -> Result:
-    """The claim's Result on the subject (a model spec, or a Model already loaded). A model that cannot
+def evaluate(claim: Claim | str, subject: str | Model | Family, settings: Settings | None = None) -> Result:
+    """The claim's Result on the subject (a model spec, or a Model or Family already loaded). A model that cannot
     load, a claim that does not apply, and a measurement that fails are Results (ERROR, N/A), not raised;
     an unknown claim id or a bad --param is a MechclaimsError."""
     settings = settings or Settings()
     if isinstance(claim, str):
         claim = find_claim(claim, settings.claims_dir)
     claim, overridden = configured(claim, settings)
-    spec = subject.name if isinstance(subject, Model) else subject
+    spec = subject if isinstance(subject, str) else subject.name
     base: dict[str, Any] = {"claim": claim.id, "threshold": claim.threshold, "params": claim.params,
                             "threshold_overridden": overridden,
                             "params_overridden": tuple(sorted(settings.params.get(claim.id, {})))}
     started = time.perf_counter()
     try:
-        model = settings.models.add(subject) if isinstance(subject, Model) else settings.models.get(spec)
+        model = settings.models.get(spec) if isinstance(subject, str) else settings.models.add(subject)
     except MechclaimsError as exc:
         return Result(model=spec, verdict=Verdict.ERROR, reason=str(exc), **base)
     base["model"] = model.name

@@ -30,9 +30,13 @@ class ModelPool:
                 raise
         return self.models[spec]
 
-    def add(self, model: Model) -> Model:
-        """A model loaded elsewhere (e.g. in a notebook), known by its name from now on."""
-        return self.models.setdefault(model.name, model)
+    def add(self, model: Model | Family) -> Model | Family:
+        """A model loaded elsewhere (e.g. in a notebook), known by its name from now on; one with other weights
+        under a name already known replaces it."""
+        known = self.models.get(model.name)
+        if known is None or known.fingerprint != model.fingerprint:
+            self.models[model.name] = model
+        return self.models[model.name]
 
     def weight_null(self, model: Model, null: WeightNull) -> GaussianNull:
         """The weight null of a loaded model, built once."""

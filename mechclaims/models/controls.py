@@ -249,3 +249,50 @@ def planted_averaging_attention(vocab_size: int, seed: int = 0, d_model: int = 2
             block.mlp.c_proj.weight.zero_()
             block.mlp.c_proj.bias.zero_()
     return model
+
+
+SORTER_MODES = ("vocabulary-splitting", "copy-suppression", "overlapping")
+SORTER_SHARPNESS = 4.0
+"""Attention logit lost per unit of distance above the last emitted number: the next number gets e^4 times the
+weight of the one after it."""
+
+
+def planted_sorter(config: Any, mode: str) -> Any:
+    """A sorting model of `config` whose weights are set by hand, not trained: it sorts, and its two heads are in
+    `mode` (the controls of the list-sorting claims).
+
+    One-hot token embeddings, no positions, W_U the identity on the tokens. From a query holding number c (SEP: c =
+    -1) a head scores a key holding number k in its range by A - beta (k - c) when k > c, SEP by 0 (a sink), and
+    everything else by -A: it attends to the smallest number above c that it covers, else to SEP. Its OV circuit
+    writes out(k) = 20 - 0.6 k to k's logit, so when both heads find a candidate the smaller number wins.
+    Vocabulary-splitting: head 0 covers 0..n/2-1, head 1 the rest. Overlapping: both cover every number.
+    Copy-suppression: head 1 attends as head 0 does and writes -0.6 out(k)."""
+    from mechclaims.training.sorting import SPECIALS, _load_weights, _weights, boot
+
+    bridge = boot(config)
+    tensors = {name: torch.zeros_like(value) for name, value in _weights(bridge.original_model).items()}
+    n, d_head, vocabulary = config.numbers, config.d_model // config.heads, config.vocabulary
+    half = list(range(n // 2)), list(range(n // 2, n))
+    ranges = {"vocabulary-splitting": half, "overlapping": (list(range(n)),) * 2,
+              "copy-suppression": (list(range(n)),) * 2}[mode]
+    signs = (1.0, -0.6 if mode == "copy-suppression" else 1.0)
+    tensors["tok_embed.weight"][:, :vocabulary] = torch.eye(vocabulary)
+    tensors["head.weight"][:, :vocabulary] = torch.eye(vocabulary)
+    top = SORTER_SHARPNESS * n + 8.0
+    for head, (numbers, sign) in enumerate(zip(ranges, signs)):
+        scores = np.zeros((vocabulary, vocabulary))
+        for query in [*range(n), -1]:
+            row = SPECIALS + query if query >= 0 else config.separator
+            scores[row, SPECIALS:SPECIALS + n] = -top
+            for k in numbers:
+                if k > query:
+                    scores[row, SPECIALS + k] = top - SORTER_SHARPNESS * (k - query)
+        left, singular, right = np.linalg.svd(scores * np.sqrt(d_head))
+        rows = slice(head * d_head, (head + 1) * d_head)
+        tensors["layers.0.attn.q.weight"][rows, :vocabulary] = torch.tensor((left[:, :d_head] * np.sqrt(singular[:d_head])).T)
+        tensors["layers.0.attn.k.weight"][rows, :vocabulary] = torch.tensor((right[:d_head].T * np.sqrt(singular[:d_head])).T)
+        for slot, k in enumerate(numbers):
+            tensors["layers.0.attn.v.weight"][head * d_head + slot, SPECIALS + k] = 1.0
+            tensors["layers.0.attn.o.weight"][SPECIALS + k, head * d_head + slot] = sign * (20.0 - 0.6 * k)
+    _load_weights(bridge.original_model, tensors)
+    return bridge
