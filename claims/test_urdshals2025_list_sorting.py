@@ -24,7 +24,13 @@ Thresholds, all `suite` origin, fixed before any trained model was classified:
   of any model is report-only: its verdict says the heads were measured, and the table lists the most
   copy-suppressing heads beside the `random:` model's largest fraction.
 
-SORT-4 (the Local Learning Coefficient over training) is not here yet: the closing note of the issue says why.
+- SORT-4 (slow): in at least 80% of the runs that pass through an overlapping-ranges stage, the Local Learning
+  Coefficient at the last checkpoint is below the LLC at the end of that stage (the last checkpoint before the
+  final one whose heads overlap), i.e. fraction_below(0) >= 0.8 of the LLC changes. LLC: devinterp's SGLD
+  estimate at each of the 16 saved checkpoints, step size 1e-4, n beta 100, localisation 100, 2 chains of 100
+  draws of 64 lists (chosen on one run of `ci` for stable, positive estimates: spread over chains about 5% of
+  the value; parameters of the claim). N/A when no run shows the stage. No null: a training trajectory has no
+  random counterpart; the report draws every run's LLC curve with its spread over chains.
 
 Regression tolerances: 0 for the fractions of runs (one run changing mode moves them by 0.2, which is a change of
 finding, not noise), 0.01 for CS fractions.
@@ -86,6 +92,21 @@ CLAIMS = [
         tolerance=0.0,
         slow=True,
         rationale="15 training runs (about 3 minutes on 2 cores). Run with --slow-claims.",
+    ),
+    Claim(
+        id=f"{PAPER}.learning_coefficient_falls_after_overlap",
+        paper=PAPER,
+        section="SORT-4 (developmental stages, LLC; slow)",
+        statement="The Local Learning Coefficient at the end of training is below the LLC at the end of the "
+        "overlapping-ranges stage: the heads' specialisation is a simplification.",
+        measure=sorting_heads.learning_coefficient_stages,
+        subjects=(DECAYED,),
+        gate=Gate("overlap_runs", ">=", 1, "no run of this family passes through an overlapping-ranges stage"),
+        threshold=Threshold(statistic="fraction_below", at=0.0, op=">=", value=0.8, origin="suite"),
+        null=None,
+        tolerance=0.0,
+        slow=True,
+        rationale="80 LLC estimates (16 checkpoints of 5 runs; about 3 minutes on 2 cores). Run with --slow-claims.",
     ),
     Claim(
         id=f"{PAPER}.suppressor_ablation_raises_confidence",

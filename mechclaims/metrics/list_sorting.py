@@ -150,3 +150,14 @@ def self_suppressed(rows: np.ndarray, columns: np.ndarray, bottom: int) -> np.nd
     circuit = np.asarray(rows, dtype=np.float64) @ np.asarray(columns, dtype=np.float64)
     own = np.diagonal(circuit)
     return (circuit <= own[:, None]).sum(axis=1) - 1 < bottom
+
+
+def llc_change_after_overlap(modes: list[str], llcs: list[float]) -> float | None:
+    """SORT-4 for one run, from its checkpoints' head modes and LLC estimates in training order: the final LLC minus
+    the LLC at the end of the overlapping-ranges stage (the last checkpoint before the final one whose heads
+    overlap). Negative: the LLC fell as the heads left the overlap. None when no checkpoint before the final one
+    overlaps (the run shows no such stage)."""
+    if len(modes) != len(llcs):
+        raise ValueError(f"{len(modes)} modes for {len(llcs)} LLC estimates")
+    ends = [index for index, mode in enumerate(modes[:-1]) if mode == "overlapping"]
+    return None if not ends else float(llcs[-1] - llcs[ends[-1]])

@@ -14,7 +14,7 @@ import torch
 
 from mechclaims.errors import MechclaimsError
 from mechclaims.measurement import Measurement
-from mechclaims.metrics.list_sorting import HeadModes, calibration, classify_heads, ov_circuits
+from mechclaims.metrics.list_sorting import HeadModes, calibration, classify_heads, llc_change_after_overlap, ov_circuits
 
 Wanted = Literal["simple", "vocabulary-splitting", "copy-suppression", "overlapping"]
 MODES = ("vocabulary-splitting", "copy-suppression", "overlapping", "none")
@@ -171,4 +171,47 @@ def suppressor_ablation(source: Any, ablate: Literal["suppressing", "copying"] =
         distribution_label="1: confidence up and calibration worse after the ablation",
         statistics={"suppression_runs": float(len(rows)), **deltas},
         details={"ablations": rows},
+    )
+
+
+def learning_coefficient_stages(source: Any, lr: float = 1e-4, n_beta: float = 100.0, localization: float = 100.0,
+                                chains: int = 2, draws: int = 100) -> Measurement:
+    """SORT-4: at every saved checkpoint of each run, the heads' mode and the Local Learning Coefficient (devinterp's
+    SGLD estimate; mechclaims.training.learning_coefficient, with these sampler settings). Distribution: per run
+    with an overlapping-ranges stage, the final LLC minus the LLC at that stage's end
+    (list_sorting.llc_change_after_overlap); `overlap_runs` counts those runs (the claim's gate)."""
+    from safetensors.torch import load_file
+
+    from mechclaims.models.kinds.sorting import run_folder
+    from mechclaims.models.model import Model
+    from mechclaims.training.learning_coefficient import SamplerSettings, learning_coefficient
+    from mechclaims.training.sorting import MODEL_FILE, boot, checkpoint_steps
+
+    settings = SamplerSettings(lr=lr, n_beta=n_beta, localization=localization, chains=chains, draws=draws)
+    changes, runs, curves = [], [], {}
+    for member in _members(source):
+        config = _config(member)
+        steps, modes, means, spreads = checkpoint_steps(config), [], [], []
+        for step in steps:
+            path = run_folder(config) / f"checkpoint-{step}" / MODEL_FILE
+            if not path.is_file():
+                raise MechclaimsError(f"{member.name} has no checkpoint at step {step} ({path}): delete its cached run "
+                                      "to retrain it")
+            modes.append(head_modes_of(Model.from_bridge(boot(config, path), member.name)).mode)
+            mean, spread = learning_coefficient(config, load_file(str(path)), settings)
+            means.append(mean)
+            spreads.append(spread)
+        change = llc_change_after_overlap(modes, means)
+        overlap_end = None if change is None else max(s for s, m in zip(steps[:-1], modes[:-1]) if m == "overlapping")
+        if change is not None:
+            changes.append(change)
+        runs.append({"model": member.name, "overlap_end_step": overlap_end, "final_mode": modes[-1],
+                     "llc_at_overlap_end": None if overlap_end is None else round(means[steps.index(overlap_end)], 4),
+                     "final_llc": round(means[-1], 4), "change": None if change is None else round(change, 4)})
+        curves[member.name] = {"steps": steps, "llc": means, "std": spreads, "modes": modes}
+    return Measurement(
+        distribution=np.array(changes),
+        distribution_label="final LLC minus the LLC at the end of the overlapping-ranges stage",
+        statistics={"overlap_runs": float(len(changes)), **({"mean_change": float(np.mean(changes))} if changes else {})},
+        details={"llc_runs": runs, "llc_curves": curves},
     )

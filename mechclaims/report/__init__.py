@@ -13,7 +13,8 @@ from mechclaims.report import figures
 
 CHANGED = ("regression", "different weights")
 """Baseline statuses the matrix marks as changed since the baseline."""
-FIGURE_DETAILS = ("sv_use", "head_distributions", "category_cosines", "ov_advantages", "loss_curves", "steps")
+FIGURE_DETAILS = ("sv_use", "head_distributions", "category_cosines", "ov_advantages", "loss_curves", "steps",
+                  "llc_curves")
 """Measurement details drawn as figures rather than printed."""
 VERDICT_CLASSES = {"PASS": "PASS", "FAIL": "FAIL", "TRIVIAL": "TRIVIAL", "N/A": "NA", "ERROR": "ERROR"}
 
@@ -107,6 +108,9 @@ def _detail_figures(details: dict[str, Any], null: list[float] | None, model: st
     if details.get("loss_curves"):
         out.append({"alt": "training loss of each run", "uri": figures.loss_curves(
             details["loss_curves"], details.get("steps") or {}, f"training loss of the runs of {model}")})
+    if details.get("llc_curves"):
+        out.append({"alt": "Local Learning Coefficient of each run over training", "uri": figures.llc_curves(
+            details["llc_curves"], f"LLC over training of the runs of {model}")})
     runs = details.get("runs")
     if runs and all("mode" in run for run in runs):
         out.append({"alt": "fraction of runs in each head mode per weight decay and mean gap",

@@ -252,3 +252,20 @@ def mode_fractions(groups: dict[str, dict[str, float]], title: str) -> str:
     axes.set_title(title, fontsize=9)
     axes.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1, 1))
     return _png_uri(figure)
+
+
+def llc_curves(curves: dict[str, dict[str, list]], title: str) -> str:
+    """Every run's LLC estimate (with its spread over chains) against the training step; checkpoints whose heads
+    overlap are marked with circles."""
+    figure, axes = plt.subplots(figsize=(6, 3))
+    for run, curve in curves.items():
+        steps, values, spread = (np.asarray(curve[key], dtype=float) for key in ("steps", "llc", "std"))
+        line = axes.plot(steps, values, linewidth=1, label=run)[0]
+        axes.fill_between(steps, values - spread, values + spread, color=line.get_color(), alpha=0.15)
+        overlapping = np.array([mode == "overlapping" for mode in curve["modes"]])
+        axes.plot(steps[overlapping], values[overlapping], "o", color=line.get_color(), markersize=3)
+    axes.set_xlabel("training step (circles: heads in overlapping ranges)", fontsize=8)
+    axes.set_ylabel("LLC estimate", fontsize=8)
+    axes.set_title(title, fontsize=9)
+    axes.legend(fontsize=6, ncol=2)
+    return _png_uri(figure)

@@ -289,8 +289,8 @@ class TrainingRecord:
 def train(config: SortingConfig, folder: Path, progress: bool = True,
           stop_after: int | None = None) -> TrainingRecord | None:
     """Train `config` into `folder` (model.safetensors and training.json when done), resuming from its last
-    checkpoint. `stop_after` ends the run after that many steps of this call, as an interruption would (None is
-    returned then); a finished folder is read, not retrained."""
+    checkpoint, with a progress bar on a terminal. `stop_after` ends the run after that many steps of this call, as
+    an interruption would (None is returned then); a finished folder is read, not retrained."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     if (folder / RECORD_FILE).is_file() and (folder / MODEL_FILE).is_file():
@@ -309,7 +309,7 @@ def train(config: SortingConfig, folder: Path, progress: bool = True,
         losses, resumed = state["losses"], [*state["resumed_from"], start]
     last = config.steps if stop_after is None else min(config.steps, start + stop_after)
     bar = tqdm(range(start, last), desc=f"training sorting:{config.name}@{config.seed}", unit="step",
-               disable=not progress, initial=start, total=config.steps)
+               disable=None if progress else True, initial=start, total=config.steps)
     for step in bar:
         tokens = torch.from_numpy(batch_at(config, step))
         loss = sorted_half_loss(module(tokens), tokens, config.list_length)

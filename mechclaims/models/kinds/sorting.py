@@ -58,11 +58,12 @@ def config_of(spec: Spec) -> Any:
 
 
 def run_folder(config: Any) -> Path:
-    """Where the configuration's run lives: keyed by the configuration and the training code's version."""
+    """Where the configuration's run lives: `<name>-<hash>/seed-<seed>`, the hash over the configuration (but its
+    seed) and the training code's version."""
     from mechclaims.cache import code_version, default_cache_dir
 
-    payload = json.dumps({"config": config.to_json(), "code": code_version("mechclaims.training.sorting")},
-                         sort_keys=True)
+    settings = {key: value for key, value in config.to_json().items() if key != "seed"}
+    payload = json.dumps({"config": settings, "code": code_version("mechclaims.training.sorting")}, sort_keys=True)
     digest = hashlib.sha256(payload.encode()).hexdigest()[:16]
     return default_cache_dir() / "sorting" / f"{config.name}-{digest}" / f"seed-{config.seed}"
 
