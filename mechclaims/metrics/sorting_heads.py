@@ -10,7 +10,6 @@ import json
 from typing import Any, Literal
 
 import numpy as np
-import torch
 
 from mechclaims.errors import MechclaimsError
 from mechclaims.measurement import Measurement
@@ -20,6 +19,8 @@ Wanted = Literal["simple", "vocabulary-splitting", "copy-suppression", "overlapp
 MODES = ("vocabulary-splitting", "copy-suppression", "overlapping", "none")
 SIMPLE = frozenset({"vocabulary-splitting", "copy-suppression"})
 HELD_OUT = 512
+HEAD_OUTPUTS = "blocks.0.attn.hook_z"
+LOGITS = "unembed.hook_out"
 LOSS_POINTS = 200
 """Loss curves are drawn from at most this many points (means over equal spans of steps)."""
 
@@ -54,23 +55,25 @@ def head_modes_of(model: Any) -> HeadModes:
 
 
 def _sorted_half_logits(model: Any, config: Any, ablated_head: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(logits [N, V], targets [N]) of the sorted-half predictions on held-out lists, with one head's output
-    zeroed when `ablated_head` is given."""
-    from mechclaims.training.sorting import held_out
+    """(logits [N, V], targets [N]) of the sorted-half predictions on held-out lists (run through run.py as texts
+    such as "3 1 7 SEP 1 3 7"), with one head's output zeroed when `ablated_head` is given."""
+    from mechclaims.training.sorting import SPECIALS, held_out
 
-    tokens = torch.from_numpy(held_out(config, HELD_OUT))
-
-    def zero(z: torch.Tensor, hook: Any) -> torch.Tensor:
-        z = z.clone()
+    tokens = held_out(config, HELD_OUT)
+    words = [str(n) for n in range(config.numbers)] + ["SEP"]
+    texts = [" ".join(words[token - SPECIALS] for token in row) for row in tokens]
+    replacements = None
+    if ablated_head is not None:
+        z = model.activations(texts, [HEAD_OUTPUTS], prepend_bos=False, progress=False).arrays[HEAD_OUTPUTS]
         z[:, :, ablated_head] = 0.0
-        return z
-
-    hooks = [] if ablated_head is None else [("blocks.0.attn.hook_z", zero)]
-    with torch.no_grad():
-        logits = model.bridge.run_with_hooks(tokens, fwd_hooks=hooks, prepend_bos=False)
+        replacements = {HEAD_OUTPUTS: z}
+    found = model.activations(texts, [LOGITS], prepend_bos=False, progress=False, replacements=replacements)
+    if not np.array_equal(found.tokens, tokens):
+        raise MechclaimsError(f"model {model.name!r} does not tokenize its own lists back to their numbers: its "
+                              "tokenizer does not match its configuration")
     length = config.list_length
-    predicted = logits[:, length:-1].reshape(-1, logits.shape[-1]).double().numpy()
-    return predicted, tokens[:, length + 1:].reshape(-1).numpy()
+    logits = found.arrays[LOGITS][:, length:-1]
+    return logits.reshape(-1, logits.shape[-1]).astype(np.float64), tokens[:, length + 1:].reshape(-1)
 
 
 def _loss_curve(model: Any, config: Any) -> list[float] | None:

@@ -156,9 +156,11 @@ def held_out(config: SortingConfig, count: int = HELD_OUT_LISTS) -> np.ndarray:
 
 
 def bridge_config(config: SortingConfig) -> dict[str, Any]:
-    """The native TransformerLens configuration: one attention-only layer, no norms, learned positions."""
+    """The native TransformerLens configuration: one attention-only layer, no norms, learned positions. n_ctx has
+    one position more than a sequence: TransformerLens's to_tokens cuts texts to n_ctx before it drops the BOS token
+    the tokenizer adds, so a full sequence needs that room to run through mechclaims.run like any text."""
     return {"d_model": config.d_model, "d_head": config.d_model // config.heads, "n_heads": config.heads,
-            "n_layers": 1, "n_ctx": config.sequence_length, "d_vocab": config.vocabulary, "attn_only": True,
+            "n_layers": 1, "n_ctx": config.sequence_length + 1, "d_vocab": config.vocabulary, "attn_only": True,
             "normalization_type": None, "positional_embedding_type": "standard", "act_fn": "relu",
             "seed": config.seed, "model_name": f"sorting-{config.name}"}
 
