@@ -129,6 +129,8 @@ def test_copy_suppression_heads_rank_the_negated_head_first_against_a_loop_oracl
             suppressed += sum(value <= row[token] for other, value in enumerate(row) if other != token) < 1
         assert expected == pytest.approx(suppressed / vocabulary)
     assert found.distribution[1] == pytest.approx(24 / 27) and found.distribution[0] == 0.0
+    with pytest.raises(MechclaimsError, match="'10.7' is not one of this model's 1 x 2 heads"):
+        copy_suppression.copy_suppression_heads(model, head="10.7")
 
 
 def test_claims_with_their_own_subjects_are_checked_at_import() -> None:

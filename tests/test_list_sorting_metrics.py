@@ -45,6 +45,9 @@ def test_ov_circuits_and_scores_match_einsum_and_loops() -> None:
     ((_range(0, 24), _range(0, 24, -1.0)), "copy-suppression"),
     ((_range(0, 18), _range(2, 20)), "overlapping"),
     ((_range(0, 6), _range(12, 18)), "none"),
+    ((_range(3, 5), _range(3, 5, -1.0)), "none"),
+    ((_range(3, 5), _range(3, 5)), "none"),
+    ((_range(0, 6), _range(0, 6, -1.0)), "copy-suppression"),
 ])
 def test_hand_built_heads_are_classified_by_their_known_mode(diagonals: tuple, mode: str) -> None:
     modes = classify_heads(_heads(*diagonals))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from mechclaims.errors import MechclaimsError
 from mechclaims.measurement import Measurement, Source
 from mechclaims.metrics.list_sorting import self_suppressed
 
@@ -31,6 +32,9 @@ def copy_suppression_heads(source: Source, sample: int = 2000, bottom: int = 10,
             rows = embedded @ weights.W_V[layer, h // group]
             columns = weights.W_O[layer, h] @ unembedded
             fractions[f"{layer}.{h}"] = float(np.mean(self_suppressed(rows, columns, bottom)))
+    if head and head not in fractions:
+        raise MechclaimsError(f"head {head!r} is not one of this model's {layers} x {heads} heads: write it "
+                              f"<layer>.<head>, e.g. {layers - 1}.0")
     ranked = sorted(fractions, key=lambda name: -fractions[name])
     statistics = {"max_fraction": fractions[ranked[0]], "chance": bottom / len(tokens)}
     if head:

@@ -10,6 +10,8 @@ least COPY_SHARE of that largest advantage. Both heads of a two-head model copy 
 two thirds of the advantage. The catalogue's modes, from the copied and suppressed sets:
 - copy-suppression: one head copies a range and another suppresses a range overlapping it (Jaccard >= 0.5);
 - overlapping ranges: two heads copy ranges with Jaccard > 0.5 (the non-simple mode);
+  both need the shared numbers to be at least MIN_RANGE of all numbers: an untrained model's few standing-out
+  entries (2 or 3 of 24) overlap by chance, and two shared numbers are no range (seen on an initialisation);
 - vocabulary-splitting: every head copies some numbers, the sets barely overlap (Jaccard <= 0.1 for every
   pair) and together cover >= 90% of the numbers (the sets need not be contiguous: `runs` counts their pieces);
 - none: anything else (e.g. an untrained model, or heads part-way between overlap and a split).
@@ -31,6 +33,8 @@ STANDS_OUT = 1.0
 row's mean."""
 COPY_SHARE = 0.5
 """... and its advantage is at least this share of the largest advantage any head has on that number."""
+MIN_RANGE = 0.25
+"""The share of the numbers two heads must share for copy-suppression or overlapping ranges."""
 SPLIT_OVERLAP = 0.1
 SPLIT_COVERAGE = 0.9
 SHARED_RANGE = 0.5
@@ -98,13 +102,18 @@ def classify_heads(circuits: np.ndarray, stands_out: float = STANDS_OUT, share: 
     suppressed = (scores <= -stands_out) & (advantages < 0) & (-advantages >= share * largest) & (largest > 0)
     heads = range(len(circuits))
     pairs = [(a, b) for a in heads for b in heads if a < b]
+    least = MIN_RANGE * copied.shape[1]
     copy_overlap = max((jaccard(copied[a], copied[b]) for a, b in pairs), default=0.0)
     suppression_overlap = max((jaccard(copied[a], suppressed[b]) for a in heads for b in heads if a != b), default=0.0)
+    shared_copies = any(jaccard(copied[a], copied[b]) > SHARED_RANGE and np.sum(copied[a] & copied[b]) >= least
+                        for a, b in pairs)
+    shared_suppression = any(jaccard(copied[a], suppressed[b]) >= SHARED_RANGE and
+                             np.sum(copied[a] & suppressed[b]) >= least for a in heads for b in heads if a != b)
     coverage = float(copied.any(axis=0).mean())
     mode: Mode = "none"
-    if suppression_overlap >= SHARED_RANGE:
+    if shared_suppression:
         mode = "copy-suppression"
-    elif copy_overlap > SHARED_RANGE:
+    elif shared_copies:
         mode = "overlapping"
     elif copied.any(axis=1).all() and copy_overlap <= SPLIT_OVERLAP and coverage >= SPLIT_COVERAGE:
         mode = "vocabulary-splitting"
