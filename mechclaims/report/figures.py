@@ -219,7 +219,7 @@ def head_diagonals(advantages: dict[str, list[list[float]]], title: str) -> str:
         axis.set_ylabel(run, fontsize=6, rotation=0, ha="right", va="center")
     axes[-1, 0].set_xticks(range(0, len(values[0]), 2), [str(n) for n in range(0, len(values[0]), 2)], fontsize=6)
     axes[-1, 0].set_xlabel("number", fontsize=7)
-    axes[0, 0].set_title(title, fontsize=8)
+    axes[0, 0].set_title(f"{title}\nred: copies, blue: suppresses; each run on its own scale", fontsize=8)
     return _png_uri(figure)
 
 
