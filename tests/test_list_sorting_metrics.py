@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mechclaims.metrics.list_sorting import classify_heads, diagonal_scores, jaccard, ov_circuits
+from mechclaims.metrics.list_sorting import classify_heads, diagonal_scores, jaccard, ov_circuits, qk_circuits
 
 N = 24
 
@@ -80,3 +80,22 @@ def test_calibration_against_hand_computed_cases() -> None:
     assert found.entropy == pytest.approx(-(p * np.log(p) + (1 - p) * np.log(1 - p)))
     mixed = calibration(np.log(np.array([[0.95, 0.05], [0.55, 0.45]])), np.array([0, 1]))
     assert mixed.calibration_error == pytest.approx(0.5 * abs(1 - 0.95) + 0.5 * abs(0 - 0.55))
+
+
+def test_qk_circuits_match_einsum_with_grouped_keys() -> None:
+    rng = np.random.default_rng(1)
+    W_E, W_Q, W_K = rng.standard_normal((30, 8)), rng.standard_normal((4, 8, 2)), rng.standard_normal((2, 8, 2))
+    tokens = np.array([1, 4, 9])
+    expected = np.einsum("id,hde,hfe,jf->hij", W_E[tokens], W_Q, np.repeat(W_K, 2, axis=0), W_E[tokens])
+    np.testing.assert_allclose(qk_circuits(W_E, W_Q, W_K, tokens), expected)
+
+
+def test_copy_suppression_needs_the_two_heads_to_attend_alike() -> None:
+    circuits = _heads(_range(0, 24), _range(0, 24, -1.0))
+    rng = np.random.default_rng(2)
+    same = np.stack([np.tril(np.ones((N, N)))] * 2)
+    assert classify_heads(circuits, same).mode == "copy-suppression"
+    assert classify_heads(circuits, same).qk_correlation[0, 1] == pytest.approx(1.0)
+    unrelated = rng.standard_normal((2, N, N))
+    found = classify_heads(circuits, unrelated)
+    assert abs(found.qk_correlation[0, 1]) < 0.3 and found.mode == "none"

@@ -8,7 +8,9 @@ its row (>= STANDS_OUT row standard deviations above the row's mean) and is at l
 advantage any head has on n; it suppresses n when A_h(n) stands out below the row by as much and its size is at
 least COPY_SHARE of that largest advantage. Both heads of a two-head model copy n when neither carries more than
 two thirds of the advantage. The catalogue's modes, from the copied and suppressed sets:
-- copy-suppression: one head copies a range and another suppresses a range overlapping it (Jaccard >= 0.5);
+- copy-suppression: one head copies a range and another suppresses a range overlapping it (Jaccard >= 0.5), and
+  the two attend alike: their QK circuits over the numbers, W_E[n] W_Q^h (W_K^h)^T W_E[m]^T, correlate at >= 0.8
+  (the catalogue's definition; positions are left out of the QK circuit as of the OV circuit);
 - overlapping ranges: two heads copy ranges with Jaccard > 0.5 (the non-simple mode);
   both need the shared numbers to be at least MIN_RANGE of all numbers: an untrained model's few standing-out
   entries (2 or 3 of 24) overlap by chance, and two shared numbers are no range (seen on an initialisation);
@@ -35,6 +37,8 @@ COPY_SHARE = 0.5
 """... and its advantage is at least this share of the largest advantage any head has on that number."""
 MIN_RANGE = 0.25
 """The share of the numbers two heads must share for copy-suppression or overlapping ranges."""
+SAME_ATTENTION = 0.8
+"""Copy-suppression's two heads attend alike: the Pearson correlation of their QK circuits is at least this."""
 SPLIT_OVERLAP = 0.1
 SPLIT_COVERAGE = 0.9
 SHARED_RANGE = 0.5
@@ -47,6 +51,15 @@ def ov_circuits(W_E: np.ndarray, W_V: np.ndarray, W_O: np.ndarray, W_U: np.ndarr
     columns = np.asarray(W_U, dtype=np.float64)[:, tokens]
     return np.stack([rows @ np.asarray(v, dtype=np.float64) @ np.asarray(o, dtype=np.float64) @ columns
                      for v, o in zip(W_V, W_O)])
+
+
+def qk_circuits(W_E: np.ndarray, W_Q: np.ndarray, W_K: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+    """[H, n, n]: W_E[tokens] W_Q[h] W_K[h]^T W_E[tokens]^T for each head h (row: the query's number, column: the
+    key's); W_K may have fewer (grouped) heads than W_Q."""
+    embedded = np.asarray(W_E, dtype=np.float64)[tokens]
+    group = len(W_Q) // len(W_K)
+    return np.stack([embedded @ np.asarray(q, dtype=np.float64) @ np.asarray(W_K[h // group], dtype=np.float64).T
+                     @ embedded.T for h, q in enumerate(W_Q)])
 
 
 def diagonal_scores(circuits: np.ndarray) -> np.ndarray:
@@ -82,7 +95,8 @@ def jaccard(first: np.ndarray, second: np.ndarray) -> float:
 class HeadModes:
     """The heads' advantages A (float [H, n]), copied and suppressed numbers (boolean [H, n]), the largest Jaccard
     overlap between two copied sets, the share of numbers some head copies, the best copy/suppress overlap, the
-    pieces of each head's copied set, and the mode."""
+    pieces of each head's copied set, the correlation of the heads' QK circuits ([H, H], None when not given), and the
+    mode."""
 
     advantages: np.ndarray
     copied: np.ndarray
@@ -91,11 +105,14 @@ class HeadModes:
     coverage: float
     suppression_overlap: float
     pieces: tuple[int, ...]
+    qk_correlation: np.ndarray | None
     mode: Mode
 
 
-def classify_heads(circuits: np.ndarray, stands_out: float = STANDS_OUT, share: float = COPY_SHARE) -> HeadModes:
-    """The mode of a model's heads from their OV circuits [H, n, n] (module docstring)."""
+def classify_heads(circuits: np.ndarray, qk: np.ndarray | None = None, stands_out: float = STANDS_OUT,
+                   share: float = COPY_SHARE) -> HeadModes:
+    """The mode of a model's heads from their OV circuits [H, n, n] and, for copy-suppression, their QK circuits
+    (module docstring; without `qk` the attention condition is not checked)."""
     scores, advantages = diagonal_scores(circuits), diagonal_advantages(circuits)
     largest = np.maximum(advantages.max(axis=0), 0.0)
     copied = (scores >= stands_out) & (advantages > 0) & (advantages >= share * largest)
@@ -107,8 +124,11 @@ def classify_heads(circuits: np.ndarray, stands_out: float = STANDS_OUT, share: 
     suppression_overlap = max((jaccard(copied[a], suppressed[b]) for a in heads for b in heads if a != b), default=0.0)
     shared_copies = any(jaccard(copied[a], copied[b]) > SHARED_RANGE and np.sum(copied[a] & copied[b]) >= least
                         for a, b in pairs)
+    correlation = None if qk is None else np.corrcoef(np.asarray(qk, dtype=np.float64).reshape(len(qk), -1))
     shared_suppression = any(jaccard(copied[a], suppressed[b]) >= SHARED_RANGE and
-                             np.sum(copied[a] & suppressed[b]) >= least for a in heads for b in heads if a != b)
+                             np.sum(copied[a] & suppressed[b]) >= least and
+                             (correlation is None or correlation[a, b] >= SAME_ATTENTION)
+                             for a in heads for b in heads if a != b)
     coverage = float(copied.any(axis=0).mean())
     mode: Mode = "none"
     if shared_suppression:
@@ -118,7 +138,7 @@ def classify_heads(circuits: np.ndarray, stands_out: float = STANDS_OUT, share: 
     elif copied.any(axis=1).all() and copy_overlap <= SPLIT_OVERLAP and coverage >= SPLIT_COVERAGE:
         mode = "vocabulary-splitting"
     return HeadModes(advantages, copied, suppressed, copy_overlap, coverage, suppression_overlap,
-                     tuple(runs(row) for row in copied), mode)
+                     tuple(runs(row) for row in copied), correlation, mode)
 
 
 ECE_BINS = 10

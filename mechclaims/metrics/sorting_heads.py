@@ -13,7 +13,14 @@ import numpy as np
 
 from mechclaims.errors import MechclaimsError
 from mechclaims.measurement import Measurement
-from mechclaims.metrics.list_sorting import HeadModes, calibration, classify_heads, llc_change_after_overlap, ov_circuits
+from mechclaims.metrics.list_sorting import (
+    HeadModes,
+    calibration,
+    classify_heads,
+    llc_change_after_overlap,
+    ov_circuits,
+    qk_circuits,
+)
 
 Wanted = Literal["simple", "vocabulary-splitting", "copy-suppression", "overlapping"]
 MODES = ("vocabulary-splitting", "copy-suppression", "overlapping", "none")
@@ -49,9 +56,18 @@ def number_tokens(model: Any) -> np.ndarray:
 
 
 def head_modes_of(model: Any) -> HeadModes:
-    """The mode of one sorting model's layer-0 heads (list_sorting.classify_heads on W_E W_V W_O W_U)."""
-    weights = model.weights()
-    return classify_heads(ov_circuits(weights.W_E, weights.W_V[0], weights.W_O[0], weights.W_U, number_tokens(model)))
+    """The mode of one sorting model's layer-0 heads (list_sorting.classify_heads on the OV circuits W_E W_V W_O W_U
+    and the QK circuits W_E W_Q W_K^T W_E^T over the numbers)."""
+    weights, numbers = model.weights(), number_tokens(model)
+    return classify_heads(ov_circuits(weights.W_E, weights.W_V[0], weights.W_O[0], weights.W_U, numbers),
+                          qk_circuits(weights.W_E, weights.W_Q[0], weights.W_K[0], numbers))
+
+
+def _most_similar(correlation: np.ndarray | None) -> float | None:
+    """The largest correlation between two different heads' QK circuits."""
+    if correlation is None or len(correlation) < 2:
+        return None
+    return round(float(np.max(correlation[~np.eye(len(correlation), dtype=bool)])), 3)
 
 
 def _sorted_half_logits(model: Any, config: Any, ablated_head: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -104,7 +120,8 @@ def head_modes(source: Any, mode: Wanted = "simple") -> Measurement:
                      "suppression_overlap": round(found.suppression_overlap, 3), "coverage": round(found.coverage, 3),
                      "copied": [int(n) for n in found.copied.sum(axis=1)],
                      "suppressed": [int(n) for n in found.suppressed.sum(axis=1)],
-                     "pieces": list(found.pieces), "held_out_accuracy": round(accuracy, 4)})
+                     "pieces": list(found.pieces), "qk_correlation": _most_similar(found.qk_correlation),
+                     "held_out_accuracy": round(accuracy, 4)})
         indicators.append(1.0 if found.mode in wanted else 0.0)
         advantages[member.name] = found.advantages.tolist()
         curve = _loss_curve(member, config)
