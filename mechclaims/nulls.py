@@ -5,7 +5,8 @@
   have no forward pass, so a claim that runs inputs cannot use one.
 - Model nulls: another model spec derived from the model's, loaded like any model, so it can run
   prompts: the `random:` model of the same architecture (every matrix re-drawn with its own mean
-  and std), or, for the suite's trained models, their untrained initialisation (`<spec>/0`).
+  and std), or, for the suite's trained models, their untrained initialisation (`<spec>/0`) or the same
+  configuration trained on shuffled targets (`<spec>/shuffled`).
 - Measurement nulls: a parameter of the measure set to its null value (e.g. a random basis).
 """
 
@@ -66,5 +67,6 @@ NULLS: dict[str, Null] = {
     "random_targets": WeightNull("random_targets", frozenset({"W_E", "W_pos", "W_U"})),
     "random_model": ModelNull("random_model", "random:{spec}"),
     "untrained": ModelNull("untrained", "{spec}/0"),
+    "shuffled_targets": ModelNull("shuffled_targets", "{spec}/shuffled"),
 }
 """Null baselines a claim names by string; a MeasurementNull is given as an object."""

@@ -1,10 +1,13 @@
 """The list-sorting claims through the engine, on families of hand-built sorters whose head mode is known (the
-issue's controls), and the family specs, the untrained null and the claim-owned subjects they rest on."""
+issue's controls), and the family specs, the untrained and shuffled-target nulls and the claim-owned subjects they
+rest on."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mechclaims.cache import MeasurementCache
@@ -24,8 +27,8 @@ SEEDS = range(3)
 
 
 def _family(mode: str, config: str = "ci") -> Family:
-    """Hand-built sorters of `config` in `mode`, one per seed, as the family sorting:<config>@0-2 (untrained null:
-    the real initialisations, which load without training)."""
+    """Hand-built sorters of `config` in `mode`, one per seed, as the family sorting:<config>@0-2 (its untrained
+    null: the real initialisations, which load without training)."""
     built = tuple(Model.from_bridge(planted_sorter(load_config(config, seed), mode), f"sorting:{config}@{seed}")
                   for seed in SEEDS)
     return Family(f"sorting:{config}@0-{len(SEEDS) - 1}", built)
@@ -41,11 +44,17 @@ def test_family_specs_name_every_configuration_and_seed_and_checkpoint_steps_are
     assert members(parse("sorting:ci+ci-wd0@3-4")) == ["sorting:ci@3", "sorting:ci@4", "sorting:ci-wd0@3",
                                                        "sorting:ci-wd0@4"]
     assert members(parse("sorting:ci@0-1/0")) == ["sorting:ci@0/0", "sorting:ci@1/0"]
+    assert members(parse("sorting:ci@0-1/shuffled")) == ["sorting:ci@0/shuffled", "sorting:ci@1/shuffled"]
     assert members(parse("sorting:ci@2")) == [] and members(parse("sorting:ci@2/250")) == []
     from mechclaims.models import check_spec
+    from mechclaims.models.kinds.sorting import config_of
+
+    assert config_of(parse("sorting:ci@2/shuffled")) == replace(load_config("ci", 2), targets="shuffled")
+    assert members(parse("sorting:ci@0-1/000")) == ["sorting:ci@0/0", "sorting:ci@1/0"]
 
     for spec, message in (("sorting:ci@4-2", "seed range 4-2 is empty"), ("sorting:ci@0/7", "no checkpoint at step 7"),
-                          ("sorting:ci+nope@0-1", "unknown sorting configuration 'nope'")):
+                          ("sorting:ci+nope@0-1", "unknown sorting configuration 'nope'"),
+                          ("sorting:ci@0/sorted", r"write sorting:<configuration>\[@<seed>\]")):
         with pytest.raises(MechclaimsError, match=message):
             check_spec(spec)
 
@@ -62,13 +71,33 @@ def test_a_family_refuses_members_of_different_architectures() -> None:
                                                ("overlapping", Verdict.FAIL)])
 def test_simple_head_modes_pass_on_split_and_suppressing_sorters_and_fail_on_overlapping_ones(
         mode: str, verdict: Verdict, settings: Settings) -> None:
-    result = evaluate("urdshals2025.simple_head_modes", _family(mode), settings)
+    """Against the untrained null, whose verdict is known (the claim's own null, shuffled-target training, trains
+    runs; its test is below)."""
+    claim = replace(find_claim("urdshals2025.simple_head_modes"), null="untrained")
+    result = evaluate(claim, _family(mode), settings)
     assert result.verdict is verdict, result.reason
     assert result.statistic == (1.0 if verdict is Verdict.PASS else 0.0)
     assert result.null_statistic == 0.0, "the untrained initialisations are in no simple mode"
     runs = result.measurement.details["runs"]
     assert [run["mode"] for run in runs] == [mode] * len(SEEDS)
     assert all(run["held_out_accuracy"] == 1.0 for run in runs)
+
+
+def test_the_shuffled_target_null_is_trained_on_shuffled_lists_and_cannot_sort(settings: Settings) -> None:
+    from mechclaims.metrics.sorting_heads import head_modes
+    from mechclaims.training.sorting import SPECIALS, batch_at
+
+    family = settings.models.get("sorting:ci@0-1/shuffled")
+    assert [member.name for member in family.members] == ["sorting:ci@0/shuffled", "sorting:ci@1/shuffled"]
+    shuffled = replace(load_config("ci"), targets="shuffled")
+    tokens = batch_at(shuffled, 7)
+    lists, seconds = tokens[:, :shuffled.list_length], tokens[:, shuffled.list_length + 1:]
+    assert (np.sort(lists, axis=1) == np.sort(seconds, axis=1)).all()
+    assert np.mean((seconds == np.sort(seconds, axis=1)).all(axis=1)) < 0.05
+    assert (tokens[:, :shuffled.list_length] == batch_at(load_config("ci"), 7)[:, :shuffled.list_length]).all()
+    assert (seconds >= SPECIALS).all()
+    found = head_modes(family)
+    assert found.statistics["min_accuracy"] < 0.5 and found.statistics["runs"] == 2.0
 
 
 def test_splitting_without_weight_decay_needs_a_splitting_run(settings: Settings) -> None:

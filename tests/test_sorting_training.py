@@ -115,6 +115,7 @@ def test_bad_sorting_specs_are_one_line_errors(spec: str, message: str) -> None:
     ({"window": 100}, "needs list_length <= window <= numbers"),
     ({"d_model": 49}, "not a multiple of heads"),
     ({"learning_rate": "fast"}, "learning_rate='fast' must be float"),
+    ({"targets": "reversed"}, "targets 'reversed' must be one of sorted, shuffled"),
 ])
 def test_malformed_configurations_are_one_line_errors(change: dict, message: str) -> None:
     with pytest.raises(MechclaimsError, match=message):

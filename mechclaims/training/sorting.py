@@ -45,6 +45,8 @@ MODEL_FILE = "model.safetensors"
 OPTIMIZER_FILE = "optimizer.safetensors"
 STATE_FILE = "state.json"
 RECORD_FILE = "training.json"
+TARGETS = ("sorted", "shuffled")
+"""What the second half of a training sequence holds: the sorted list, or (a null) the list in a random order."""
 
 
 @dataclass(frozen=True)
@@ -66,12 +68,13 @@ class SortingConfig:
     weight_decay: float
     checkpoint_every: int
     seed: int = 0
+    targets: str = "sorted"
 
     def __post_init__(self) -> None:
         where = f"sorting configuration {self.name!r}"
         for item in fields(self):
             value = getattr(self, item.name)
-            expected = {"name": str, "learning_rate": float, "weight_decay": float}.get(item.name, int)
+            expected = {"name": str, "learning_rate": float, "weight_decay": float, "targets": str}.get(item.name, int)
             if isinstance(value, bool) or not isinstance(value, (int, float) if expected is float else expected):
                 raise MechclaimsError(f"{where}: {item.name}={value!r} must be {expected.__name__}")
         positive = ("numbers", "list_length", "window", "heads", "d_model", "steps", "batch", "checkpoint_every")
@@ -82,6 +85,8 @@ class SortingConfig:
         if not self.list_length <= self.window <= self.numbers:
             raise MechclaimsError(f"{where}: needs list_length <= window <= numbers (got {self.list_length}, "
                                   f"{self.window}, {self.numbers})")
+        if self.targets not in TARGETS:
+            raise MechclaimsError(f"{where}: targets {self.targets!r} must be one of {', '.join(TARGETS)}")
         if self.d_model % self.heads:
             raise MechclaimsError(f"{where}: d_model {self.d_model} is not a multiple of heads {self.heads}")
 
@@ -126,7 +131,7 @@ def load_config(name: str, seed: int = 0) -> SortingConfig:
         data = json.loads(path.read_text(encoding="utf-8"))
     except ValueError as exc:
         raise MechclaimsError(f"{path} is not JSON ({exc}): fix or restore it") from None
-    known = {item.name for item in fields(SortingConfig)} - {"name", "seed"}
+    known = {item.name for item in fields(SortingConfig)} - {"name", "seed", "targets"}
     if not isinstance(data, dict) or set(data) != known:
         raise MechclaimsError(f"{path} must hold exactly the keys {', '.join(sorted(known))}")
     return SortingConfig(name=name, seed=seed, **data)
@@ -139,20 +144,32 @@ def sample_lists(config: SortingConfig, generator: np.random.Generator, count: i
     return offsets[:, None] + picks
 
 
-def sequences(config: SortingConfig, lists: np.ndarray) -> np.ndarray:
-    """Token ids [count, 2 L + 1]: the list, SEP, the sorted list."""
+def sequences(config: SortingConfig, lists: np.ndarray, generator: np.random.Generator | None = None) -> np.ndarray:
+    """Token ids [count, 2 L + 1]: the list, SEP, the sorted list; with targets "shuffled", the list again in an
+    order `generator` draws (the shuffled-target null: copying without sorting)."""
     separator = np.full((len(lists), 1), config.separator)
-    return np.concatenate([lists + SPECIALS, separator, np.sort(lists, axis=1) + SPECIALS], axis=1)
+    if config.targets == "sorted":
+        second = np.sort(lists, axis=1)
+    elif generator is None:
+        raise MechclaimsError("shuffled targets need a generator to shuffle with")
+    else:
+        second = generator.permuted(lists, axis=1)
+    return np.concatenate([lists + SPECIALS, separator, second + SPECIALS], axis=1)
+
+
+def _drawn(config: SortingConfig, stream: int, count: int) -> np.ndarray:
+    generator = np.random.default_rng([config.seed, stream])
+    return sequences(config, sample_lists(config, generator, count), generator)
 
 
 def batch_at(config: SortingConfig, step: int) -> np.ndarray:
     """The training batch of `step` (its own seeded generator, so a resumed run draws the same batches)."""
-    return sequences(config, sample_lists(config, np.random.default_rng([config.seed, step]), config.batch))
+    return _drawn(config, step, config.batch)
 
 
 def held_out(config: SortingConfig, count: int = HELD_OUT_LISTS) -> np.ndarray:
     """Held-out sequences, from a generator no training step uses."""
-    return sequences(config, sample_lists(config, np.random.default_rng([config.seed, HELD_OUT_STREAM]), count))
+    return _drawn(config, HELD_OUT_STREAM, count)
 
 
 def bridge_config(config: SortingConfig) -> dict[str, Any]:

@@ -1,8 +1,10 @@
-"""`sorting:<config>[@<seed>][/<step>]`: a list-sorting model the suite trains itself (mechclaims/training/sorting.py)
-from fixtures/sorting/<config>.json, on first use, into the cache folder; later loads read the cached weights.
-`/<step>` is the run's checkpoint at that step, `/0` its initialisation (the untrained null).
+"""`sorting:<config>[@<seed>][/<step>|/shuffled]`: a list-sorting model the suite trains itself
+(mechclaims/training/sorting.py) from fixtures/sorting/<config>.json, on first use, into the cache folder; later loads
+read the cached weights. `/<step>` is the run's checkpoint at that step, `/0` its initialisation (the untrained null);
+`/shuffled` the same configuration trained on shuffled targets (the list again in a random order: the shuffled-target
+null, which learns to copy numbers but not to sort them).
 
-`sorting:<config>[+<config>...]@<first>-<last>[/<step>]` names a family: every configuration with every seed in the
+`sorting:<config>[+<config>...]@<first>-<last>[/<step>|/shuffled]` names a family: every configuration with every seed in the
 range, measured together by the claims about how often a structure appears across training runs (`members`).
 
 The cache folder is keyed by the configuration and the code version of the training module (a change to either
@@ -14,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,12 +26,15 @@ if TYPE_CHECKING:
     from mechclaims.models.specs import Spec
 
 NAME = r"[A-Za-z0-9_-]+"
-ARGUMENT = re.compile(rf"(?P<configs>{NAME}(?:\+{NAME})*)(?:@(?P<first>\d+)(?:-(?P<last>\d+))?)?(?:/(?P<step>\d+))?")
-USAGE = "write sorting:<configuration>[@<seed>][/<step>], e.g. sorting:ci@0, or a family such as sorting:ci+ci-wd0@0-4"
+ARGUMENT = re.compile(rf"(?P<configs>{NAME}(?:\+{NAME})*)(?:@(?P<first>\d+)(?:-(?P<last>\d+))?)?"
+                      r"(?:/(?P<variant>\d+|shuffled))?")
+USAGE = ("write sorting:<configuration>[@<seed>][/<step>|/shuffled], e.g. sorting:ci@0, or a family such as "
+         "sorting:ci+ci-wd0@0-4")
+SHUFFLED = "shuffled"
 
 
-def _parts(spec: Spec) -> tuple[list[str], list[int], int | None]:
-    """(configuration names, seeds, checkpoint step or None for the finished run)."""
+def _parts(spec: Spec) -> tuple[list[str], list[int], str | None]:
+    """(configuration names, seeds, variant: a checkpoint step, "shuffled", or None for the finished run)."""
     match = ARGUMENT.fullmatch(spec.argument)
     if match is None:
         raise MechclaimsError(f"model spec {spec.text!r}: {USAGE}")
@@ -36,25 +42,28 @@ def _parts(spec: Spec) -> tuple[list[str], list[int], int | None]:
     last = int(match["last"] or first)
     if last < first:
         raise MechclaimsError(f"model spec {spec.text!r}: the seed range {first}-{last} is empty; write @<first>-<last>")
-    step = None if match["step"] is None else int(match["step"])
-    return match["configs"].split("+"), list(range(first, last + 1)), step
+    variant = match["variant"]
+    if variant is not None and variant.isdigit():
+        variant = str(int(variant))
+    return match["configs"].split("+"), list(range(first, last + 1)), variant
 
 
 def members(spec: Spec) -> list[str]:
     """The single-run specs of a family, configuration by configuration; [] for a single run."""
-    configs, seeds, step = _parts(spec)
+    configs, seeds, variant = _parts(spec)
     if len(configs) == 1 and len(seeds) == 1:
         return []
-    at = "" if step is None else f"/{step}"
+    at = "" if variant is None else f"/{variant}"
     return [f"sorting:{config}@{seed}{at}" for config in configs for seed in seeds]
 
 
 def config_of(spec: Spec) -> Any:
-    """The SortingConfig of a single-run spec."""
+    """The SortingConfig of a single-run spec (with shuffled targets for `/shuffled`)."""
     from mechclaims.training.sorting import load_config
 
-    configs, seeds, _ = _parts(spec)
-    return load_config(configs[0], seeds[0])
+    configs, seeds, variant = _parts(spec)
+    config = load_config(configs[0], seeds[0])
+    return replace(config, targets="shuffled") if variant == SHUFFLED else config
 
 
 def run_folder(config: Any) -> Path:
@@ -72,7 +81,8 @@ def check(spec: Spec, probe_hub: bool) -> None:
     """Every configuration must exist in fixtures/sorting and be valid, and the step must be one it saves."""
     from mechclaims.training.sorting import checkpoint_steps, load_config
 
-    configs, seeds, step = _parts(spec)
+    configs, seeds, variant = _parts(spec)
+    step = None if variant in (None, SHUFFLED) else int(variant)
     for name in configs:
         config = load_config(name, seeds[0])
         if step is not None and step != 0 and step not in checkpoint_steps(config):
@@ -86,9 +96,10 @@ def boot(spec: Spec) -> Any:
     from mechclaims.training.sorting import MODEL_FILE, boot, train
 
     config = config_of(spec)
-    step = _parts(spec)[2]
-    if step == 0:
+    variant = _parts(spec)[2]
+    if variant == "0":
         return boot(config)
     folder = run_folder(config)
     train(config, folder)
-    return boot(config, folder / (MODEL_FILE if step is None else f"checkpoint-{step}/{MODEL_FILE}"))
+    at_step = variant is not None and variant != SHUFFLED
+    return boot(config, folder / (f"checkpoint-{variant}/{MODEL_FILE}" if at_step else MODEL_FILE))
