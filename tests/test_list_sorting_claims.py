@@ -59,6 +59,13 @@ def test_family_specs_name_every_configuration_and_seed_and_checkpoint_steps_are
             check_spec(spec)
 
 
+def test_a_family_measured_by_a_claim_about_one_model_is_a_one_line_error(settings: Settings) -> None:
+    result = evaluate("knittel2024.embed_raw_orthogonal", _family("overlapping"), settings)
+    assert result.verdict is Verdict.ERROR
+    assert result.reason == ("'sorting:ci@0-2' is a family of 3 models, which only the claims about training runs "
+                             "measure: name one member, e.g. --model sorting:ci@0")
+
+
 def test_a_family_refuses_members_of_different_architectures() -> None:
     small = Model.from_bridge(planted_sorter(load_config("ci"), "overlapping"), "sorting:ci@0")
     wide = Model.from_bridge(planted_sorter(load_config("full"), "overlapping"), "sorting:full@0")

@@ -7,6 +7,7 @@ lists come from its own configuration (mechclaims.training.sorting).
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Literal
 
 import numpy as np
@@ -17,6 +18,7 @@ from mechclaims.metrics.list_sorting import (
     HeadModes,
     calibration,
     classify_heads,
+    jaccard,
     llc_change_after_overlap,
     ov_circuits,
     qk_circuits,
@@ -93,12 +95,13 @@ def _sorted_half_logits(model: Any, config: Any, ablated_head: int | None = None
 
 
 def _loss_curve(model: Any, config: Any) -> list[float] | None:
-    """The run's training losses as at most LOSS_POINTS span means; None for an untrained model."""
+    """The run's training losses as at most LOSS_POINTS span means; None for a checkpoint (`/<step>`, the
+    untrained `/0` among them), which holds only part of them."""
     from mechclaims.models.kinds.sorting import run_folder
     from mechclaims.training.sorting import RECORD_FILE
 
     path = run_folder(config) / RECORD_FILE
-    if model.name.endswith("/0") or not path.is_file():
+    if re.search(r"/\d+$", model.name) or not path.is_file():
         return None
     losses = np.asarray(json.loads(path.read_text(encoding="utf-8"))["losses"], dtype=np.float64)
     return [float(span.mean()) for span in np.array_split(losses, min(LOSS_POINTS, len(losses)))]
@@ -165,8 +168,6 @@ def suppressor_ablation(source: Any, ablate: Literal["suppressing", "copying"] =
     (list_sorting.calibration). Distribution: 1.0 per such run where the confidence (mean max probability)
     rises and the expected calibration error grows, else 0.0; `suppression_runs` counts the runs (the claim's
     gate: without one the claim does not apply)."""
-    from mechclaims.metrics.list_sorting import jaccard
-
     rows, indicators = [], []
     for member in _members(source):
         found = head_modes_of(member)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 
 from mechclaims.errors import MechclaimsError
 from mechclaims.models.model import Capabilities, Model
@@ -23,6 +24,13 @@ class Family:
         shapes = {member.capabilities for member in self.members}
         if len(shapes) > 1:
             raise MechclaimsError(f"family {self.name!r} mixes architectures: its members must share one")
+
+    def __getattr__(self, name: str) -> Any:
+        """A model's methods (weights, activations, ...) are not a family's: a one-line error names a member."""
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise MechclaimsError(f"{self.name!r} is a family of {len(self.members)} models, which only the claims about "
+                              f"training runs measure: name one member, e.g. --model {self.members[0].name}")
 
     @property
     def capabilities(self) -> Capabilities:
