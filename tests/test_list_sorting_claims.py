@@ -191,8 +191,10 @@ def test_the_claims_module_collects_sorting_items_once_whatever_the_models_and_s
     assert items.count("urdshals2025.simple_head_modes[sorting:ci@0-4]") == 1
     assert "urdshals2025.simple_head_modes[sorting:ci-wd0@0-4]" in items
     assert "urdshals2025.gpt2_head_10_7_suppresses_copies[random:minilm-l6]" in items
-    assert not any(slow in item for item in items for slow in ("mean_gap", "learning_coefficient", "full_configuration"))
+    slow_ids = ("mean_gap", "learning_coefficient", "full_configuration")
+    assert not any(slow in item for item in items for slow in slow_ids)
     assert "(3 deselected)" in listed.outlines[-1]
     slow = pytester.runpytest("--collect-only", "-q", "--model", "minilm-l6", "--slow-claims", "-p", "no:cacheprovider")
-    assert any("head_mode_depends_on_mean_gap[sorting:ci-window10+ci-window16+ci@0-4]" in line for line in slow.outlines)
+    gaps = "head_mode_depends_on_mean_gap[sorting:ci-window10+ci-window16+ci@0-4]"
+    assert any(gaps in line for line in slow.outlines)
     assert any("learning_coefficient_falls_after_overlap[sorting:ci@0-4]" in line for line in slow.outlines)

@@ -41,7 +41,8 @@ def copy_suppression_heads(source: Source, sample: int = 2000, bottom: int = 10,
         statistics |= {"head_fraction": fractions[head], "head_rank": float(ranked.index(head) + 1)}
     return Measurement(
         distribution=np.array(list(fractions.values())),
-        distribution_label=f"fraction of {len(tokens)} sampled tokens a head ranks in the bottom {bottom} of its own row",
+        distribution_label=f"fraction of {len(tokens)} sampled tokens a head ranks in the bottom {bottom} of its "
+                           "own row",
         statistics=statistics,
         details={"most_copy_suppressing_heads": [{"head": name, "fraction": round(fractions[name], 4)}
                                                  for name in ranked[:TOP_HEADS]]},

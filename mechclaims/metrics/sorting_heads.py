@@ -233,6 +233,7 @@ def learning_coefficient_stages(source: Any, lr: float = 1e-4, n_beta: float = 1
     return Measurement(
         distribution=np.array(changes),
         distribution_label="final LLC minus the LLC at the end of the overlapping-ranges stage",
-        statistics={"overlap_runs": float(len(changes)), **({"mean_change": float(np.mean(changes))} if changes else {})},
+        statistics={"overlap_runs": float(len(changes)),
+                    **({"mean_change": float(np.mean(changes))} if changes else {})},
         details={"llc_runs": runs, "llc_curves": curves},
     )

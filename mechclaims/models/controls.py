@@ -288,9 +288,9 @@ def planted_sorter(config: Any, mode: str) -> Any:
                 if k > query:
                     scores[row, SPECIALS + k] = top - SORTER_SHARPNESS * (k - query)
         left, singular, right = np.linalg.svd(scores * np.sqrt(d_head))
-        rows = slice(head * d_head, (head + 1) * d_head)
-        tensors["layers.0.attn.q.weight"][rows, :vocabulary] = torch.tensor((left[:, :d_head] * np.sqrt(singular[:d_head])).T)
-        tensors["layers.0.attn.k.weight"][rows, :vocabulary] = torch.tensor((right[:d_head].T * np.sqrt(singular[:d_head])).T)
+        rows, root = slice(head * d_head, (head + 1) * d_head), np.sqrt(singular[:d_head])
+        tensors["layers.0.attn.q.weight"][rows, :vocabulary] = torch.tensor((left[:, :d_head] * root).T)
+        tensors["layers.0.attn.k.weight"][rows, :vocabulary] = torch.tensor((right[:d_head].T * root).T)
         for slot, k in enumerate(numbers):
             tensors["layers.0.attn.v.weight"][head * d_head + slot, SPECIALS + k] = 1.0
             tensors["layers.0.attn.o.weight"][SPECIALS + k, head * d_head + slot] = sign * (20.0 - 0.6 * k)

@@ -103,8 +103,9 @@ def _detail_figures(details: dict[str, Any], null: list[float] | None, model: st
         out.append({"alt": "mean cosine between token categories", "uri": figures.category_heatmap(
             grid["categories"], grid["matrix"], f"mean cosine between token categories on {model}")})
     if details.get("ov_advantages"):
-        out.append({"alt": "OV diagonal advantage of each head over the numbers, per run", "uri": figures.head_diagonals(
-            details["ov_advantages"], f"OV diagonal advantage (logits) per head on {model}")})
+        out.append({"alt": "OV diagonal advantage of each head over the numbers, per run",
+                    "uri": figures.head_diagonals(details["ov_advantages"],
+                                                  f"OV diagonal advantage (logits) per head on {model}")})
     if details.get("loss_curves"):
         out.append({"alt": "training loss of each run", "uri": figures.loss_curves(
             details["loss_curves"], details.get("steps") or {}, f"training loss of the runs of {model}")})

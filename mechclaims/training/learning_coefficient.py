@@ -35,7 +35,7 @@ class SortingLogits(torch.nn.Module):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         w = self.weights
-        x = w["tok_embed_weight"][ids] + w["pos_weight"][: ids.shape[1]]
+        x = torch.nn.functional.embedding(ids, w["tok_embed_weight"]) + w["pos_weight"][: ids.shape[1]]
         batch, length, width = x.shape
         d_head = width // self.heads
 
@@ -71,7 +71,8 @@ def _devinterp() -> Any:
     return llc
 
 
-def learning_coefficient(config: Any, tensors: dict[str, torch.Tensor], settings: SamplerSettings) -> tuple[float, float]:
+def learning_coefficient(config: Any, tensors: dict[str, torch.Tensor],
+                         settings: SamplerSettings) -> tuple[float, float]:
     """(mean, std over chains) of the LLC estimate at the checkpoint `tensors` of a sorting run of `config`. The loss
     is the sorted half's per-token cross-entropy; devinterp asks for one loss per position, so the unsorted half's
     positions carry each list's sorted-half mean, which leaves every list's mean loss unchanged."""

@@ -4,8 +4,9 @@ read the cached weights. `/<step>` is the run's checkpoint at that step, `/0` it
 `/shuffled` the same configuration trained on shuffled targets (the list again in a random order: the shuffled-target
 null, which learns to copy numbers but not to sort them).
 
-`sorting:<config>[+<config>...]@<first>-<last>[/<step>|/shuffled]` names a family: every configuration with every seed in the
-range, measured together by the claims about how often a structure appears across training runs (`members`).
+`sorting:<config>[+<config>...]@<first>-<last>[/<step>|/shuffled]` names a family: every configuration with every
+seed in the range, measured together by the claims about how often a structure appears across training runs
+(`members`).
 
 The cache folder is keyed by the configuration and the code version of the training module (a change to either
 trains anew), under `<cache dir>/sorting/`. An interrupted training resumes from its last checkpoint.
@@ -41,7 +42,8 @@ def _parts(spec: Spec) -> tuple[list[str], list[int], str | None]:
     first = int(match["first"] or 0)
     last = int(match["last"] or first)
     if last < first:
-        raise MechclaimsError(f"model spec {spec.text!r}: the seed range {first}-{last} is empty; write @<first>-<last>")
+        raise MechclaimsError(f"model spec {spec.text!r}: the seed range {first}-{last} is empty; write "
+                              "@<first>-<last>")
     variant = match["variant"]
     if variant is not None and variant.isdigit():
         variant = str(int(variant))
