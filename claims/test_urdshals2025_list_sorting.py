@@ -6,7 +6,8 @@ configurations in fixtures/sorting (mechclaims/training/sorting.py), trained on 
 training set-up is not available to us, so every hyperparameter is the suite's choice: one attention-only layer,
 2 heads, d_model 48, learned positions, lists of 5 distinct numbers of 0-23, 4000 AdamW steps of 64 lists
 (`ci`: weight decay 0.1; `ci-wd0`: 0). The heads' modes come from their OV circuits over the numbers
-(list_sorting.classify_heads: the copied and suppressed sets, their Jaccard overlaps and coverage). Every claim is
+(list_sorting.classify_heads: the copied and suppressed sets, their Jaccard overlaps and coverage, and for
+copy-suppression the correlation of the two heads' QK circuits). Every claim is
 gated on the runs having learned to sort (held-out token accuracy >= 0.95 in every run). Nulls: the same family
 untrained (`<family>/0`, the seeded initialisations), whose heads copy nothing in particular; and, for SORT-1 on
 the CI configurations (where it is cheap: 10 more runs of about 12 s), the same family trained on shuffled targets
@@ -19,6 +20,13 @@ Thresholds, all `suite` origin, fixed before any trained model was classified:
 - SORT-2: vocabulary-splitting in at least one of the five weight-decay-0 runs (the catalogue's reading).
 - SORT-3 (slow): over three mean gaps (lists from 10, 16 or 24 consecutive numbers: gaps 1.83, 2.83, 4.17),
   some mode's fraction of runs changes by at least 0.4 (two of five runs). Dependence, not direction.
+- SORT-4 (slow): in at least 80% of the runs that pass through an overlapping-ranges stage, the Local Learning
+  Coefficient at the last checkpoint is below the LLC at the end of that stage (the last checkpoint before the
+  final one whose heads overlap), i.e. fraction_below(0) >= 0.8 of the LLC changes. LLC: devinterp's SGLD
+  estimate at each of the 16 saved checkpoints, step size 1e-4, n beta 100, localisation 100, 2 chains of 100
+  draws of 64 lists (chosen on one run of `ci` for stable, positive estimates: spread over chains about 5% of
+  the value; parameters of the claim). N/A when no run shows the stage. No null: a training trajectory has no
+  random counterpart; the report draws every run's LLC curve with its spread over chains.
 - SORT-5: in at least 80% of the copy-suppression runs, zeroing the suppressing head raises the mean max
   probability and the expected calibration error on held-out lists. N/A when no run ends in copy-suppression.
   Null: zeroing the copying head instead.
@@ -27,13 +35,8 @@ Thresholds, all `suite` origin, fixed before any trained model was classified:
   of any model is report-only: its verdict says the heads were measured, and the table lists the most
   copy-suppressing heads beside the `random:` model's largest fraction.
 
-- SORT-4 (slow): in at least 80% of the runs that pass through an overlapping-ranges stage, the Local Learning
-  Coefficient at the last checkpoint is below the LLC at the end of that stage (the last checkpoint before the
-  final one whose heads overlap), i.e. fraction_below(0) >= 0.8 of the LLC changes. LLC: devinterp's SGLD
-  estimate at each of the 16 saved checkpoints, step size 1e-4, n beta 100, localisation 100, 2 chains of 100
-  draws of 64 lists (chosen on one run of `ci` for stable, positive estimates: spread over chains about 5% of
-  the value; parameters of the claim). N/A when no run shows the stage. No null: a training trajectory has no
-  random counterpart; the report draws every run's LLC curve with its spread over chains.
+Disclosure: the classifier's minimum shared range (list_sorting.MIN_RANGE) was added after an initialisation's
+chance overlap of 2 numbers read as copy-suppression; no trained run's mode changed with it.
 
 Regression tolerances: 0 for the fractions of runs (one run changing mode moves them by 0.2, which is a change of
 finding, not noise), 0.01 for CS fractions.
@@ -50,7 +53,6 @@ UNDECAYED = f"sorting:ci-wd0{SEEDS}"
 BY_GAP = f"sorting:ci-window10+ci-window16+ci{SEEDS}"
 LEARNED = Gate("min_accuracy", ">=", 0.95, "a run of this family did not learn to sort held-out lists")
 RUNS = "fraction_at_least"
-
 
 
 def _simple_modes(name: str, subjects: tuple[str, ...], slow: bool, null: str, rationale: str) -> Claim:
