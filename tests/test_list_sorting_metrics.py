@@ -96,6 +96,8 @@ def test_copy_suppression_needs_the_two_heads_to_attend_alike() -> None:
     same = np.stack([np.tril(np.ones((N, N)))] * 2)
     assert classify_heads(circuits, same).mode == "copy-suppression"
     assert classify_heads(circuits, same).qk_correlation[0, 1] == pytest.approx(1.0)
+    assert classify_heads(circuits, same).suppression_pair == (0, 1)
     unrelated = rng.standard_normal((2, N, N))
     found = classify_heads(circuits, unrelated)
     assert abs(found.qk_correlation[0, 1]) < 0.3 and found.mode == "none"
+    assert found.suppression_pair is None

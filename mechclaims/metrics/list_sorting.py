@@ -95,8 +95,8 @@ def jaccard(first: np.ndarray, second: np.ndarray) -> float:
 class HeadModes:
     """The heads' advantages A (float [H, n]), copied and suppressed numbers (boolean [H, n]), the largest Jaccard
     overlap between two copied sets, the share of numbers some head copies, the best copy/suppress overlap, the
-    pieces of each head's copied set, the correlation of the heads' QK circuits ([H, H], None when not given), and the
-    mode."""
+    pieces of each head's copied set, the correlation of the heads' QK circuits ([H, H], None when not given), the
+    (copying, suppressing) heads of a copy-suppression (else None), and the mode."""
 
     advantages: np.ndarray
     copied: np.ndarray
@@ -106,6 +106,7 @@ class HeadModes:
     suppression_overlap: float
     pieces: tuple[int, ...]
     qk_correlation: np.ndarray | None
+    suppression_pair: tuple[int, int] | None
     mode: Mode
 
 
@@ -125,20 +126,20 @@ def classify_heads(circuits: np.ndarray, qk: np.ndarray | None = None, stands_ou
     shared_copies = any(jaccard(copied[a], copied[b]) > SHARED_RANGE and np.sum(copied[a] & copied[b]) >= least
                         for a, b in pairs)
     correlation = None if qk is None else np.corrcoef(np.asarray(qk, dtype=np.float64).reshape(len(qk), -1))
-    shared_suppression = any(jaccard(copied[a], suppressed[b]) >= SHARED_RANGE and
-                             np.sum(copied[a] & suppressed[b]) >= least and
-                             (correlation is None or correlation[a, b] >= SAME_ATTENTION)
-                             for a in heads for b in heads if a != b)
+    suppressing = [(a, b) for a in heads for b in heads if a != b and
+                   jaccard(copied[a], suppressed[b]) >= SHARED_RANGE and np.sum(copied[a] & suppressed[b]) >= least
+                   and (correlation is None or correlation[a, b] >= SAME_ATTENTION)]
+    pair = max(suppressing, key=lambda ab: jaccard(copied[ab[0]], suppressed[ab[1]]), default=None)
     coverage = float(copied.any(axis=0).mean())
     mode: Mode = "none"
-    if shared_suppression:
+    if pair is not None:
         mode = "copy-suppression"
     elif shared_copies:
         mode = "overlapping"
     elif copied.any(axis=1).all() and copy_overlap <= SPLIT_OVERLAP and coverage >= SPLIT_COVERAGE:
         mode = "vocabulary-splitting"
     return HeadModes(advantages, copied, suppressed, copy_overlap, coverage, suppression_overlap,
-                     tuple(runs(row) for row in copied), correlation, mode)
+                     tuple(runs(row) for row in copied), correlation, pair, mode)
 
 
 ECE_BINS = 10
@@ -188,5 +189,11 @@ def llc_change_after_overlap(modes: list[str], llcs: list[float]) -> float | Non
     overlaps (the run shows no such stage)."""
     if len(modes) != len(llcs):
         raise ValueError(f"{len(modes)} modes for {len(llcs)} LLC estimates")
-    ends = [index for index, mode in enumerate(modes[:-1]) if mode == "overlapping"]
-    return None if not ends else float(llcs[-1] - llcs[ends[-1]])
+    end = overlap_end(modes)
+    return None if end is None else float(llcs[-1] - llcs[end])
+
+
+def overlap_end(modes: list[str]) -> int | None:
+    """The index of the overlapping-ranges stage's end: the last checkpoint before the final one whose heads
+    overlap; None when there is none."""
+    return max((index for index, mode in enumerate(modes[:-1]) if mode == "overlapping"), default=None)

@@ -18,8 +18,8 @@ from mechclaims.metrics.list_sorting import (
     HeadModes,
     calibration,
     classify_heads,
-    jaccard,
     llc_change_after_overlap,
+    overlap_end,
     ov_circuits,
     qk_circuits,
 )
@@ -173,9 +173,7 @@ def suppressor_ablation(source: Any, ablate: Literal["suppressing", "copying"] =
         found = head_modes_of(member)
         if found.mode != "copy-suppression":
             continue
-        heads = range(len(found.copied))
-        copier, suppressor = max(((a, b) for a in heads for b in heads if a != b),
-                                 key=lambda pair: jaccard(found.copied[pair[0]], found.suppressed[pair[1]]))
+        copier, suppressor = found.suppression_pair
         config = _config(member)
         before = calibration(*_sorted_half_logits(member, config))
         after = calibration(*_sorted_half_logits(member, config, suppressor if ablate == "suppressing" else copier))
@@ -222,12 +220,11 @@ def learning_coefficient_stages(source: Any, lr: float = 1e-4, n_beta: float = 1
             mean, spread = learning_coefficient(config, load_file(str(path)), settings)
             means.append(mean)
             spreads.append(spread)
-        change = llc_change_after_overlap(modes, means)
-        overlap_end = None if change is None else max(s for s, m in zip(steps[:-1], modes[:-1]) if m == "overlapping")
+        change, end = llc_change_after_overlap(modes, means), overlap_end(modes)
         if change is not None:
             changes.append(change)
-        runs.append({"model": member.name, "overlap_end_step": overlap_end, "final_mode": modes[-1],
-                     "llc_at_overlap_end": None if overlap_end is None else round(means[steps.index(overlap_end)], 4),
+        runs.append({"model": member.name, "overlap_end_step": None if end is None else steps[end],
+                     "final_mode": modes[-1], "llc_at_overlap_end": None if end is None else round(means[end], 4),
                      "final_llc": round(means[-1], 4), "change": None if change is None else round(change, 4)})
         curves[member.name] = {"steps": steps, "llc": means, "std": spreads, "modes": modes}
     return Measurement(
