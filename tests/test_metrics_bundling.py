@@ -6,12 +6,12 @@ from unittest.mock import patch
 
 import numpy as np
 import pytest
-import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from mechclaims.metrics import bundling
+from mechclaims.kernels import KERNELS
 from mechclaims.metrics.bundling import TIE, greedy_bundles
 
 
@@ -50,12 +50,13 @@ def dictionaries(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray]:
 
 
 @settings(max_examples=150, deadline=None)
-@given(dictionaries(), st.integers(1, 6), st.booleans(), st.integers(1, 4))
+@given(dictionaries(), st.integers(1, 6), st.booleans(), st.integers(1, 4), st.sampled_from(KERNELS))
 def test_greedy_bundles_equal_brute_force(
-    dictionary: tuple[np.ndarray, np.ndarray], max_tokens: int, allow_repeats: bool, chunk: int
+    dictionary: tuple[np.ndarray, np.ndarray], max_tokens: int, allow_repeats: bool, chunk: int, kernel: str
 ) -> None:
     candidates, targets = dictionary
-    bundles = greedy_bundles(candidates, targets, max_tokens=max_tokens, allow_repeats=allow_repeats, chunk=chunk)
+    bundles = greedy_bundles(candidates, targets, max_tokens=max_tokens, allow_repeats=allow_repeats, chunk=chunk,
+                             kernel=kernel)
     for i, target in enumerate(targets):
         expected = brute_force_bundle(candidates, target, max_tokens, allow_repeats)
         got = [int(t) for t in bundles.tokens[i] if t >= 0]
@@ -64,22 +65,16 @@ def test_greedy_bundles_equal_brute_force(
         assert bundles.final[i] == pytest.approx(e @ w / np.linalg.norm(e) / np.linalg.norm(w), abs=1e-6)
 
 
-def _empty_shortlist(near: torch.Tensor, *_: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """An `_exact_choice` that confirms nothing: no token, cosine -inf, for every target."""
-    n = near.shape[1]
-    return torch.zeros(n, dtype=torch.int64), torch.full((n,), -torch.inf, dtype=torch.float64)
-
-
 @settings(max_examples=40, deadline=None)
-@given(dictionaries(), st.integers(1, 5), st.booleans())
+@given(dictionaries(), st.integers(1, 5), st.booleans(), st.sampled_from(KERNELS))
 def test_whole_vocabulary_fallback_equals_brute_force(
-    dictionary: tuple[np.ndarray, np.ndarray], max_tokens: int, allow_repeats: bool
+    dictionary: tuple[np.ndarray, np.ndarray], max_tokens: int, allow_repeats: bool, kernel: str
 ) -> None:
-    """When the float32 shortlist is not confirmed in float64, the fallback re-scores every token; forcing it
-    at every step (an empty shortlist) still gives the definition's bundles and per-step cosines."""
+    """A target whose shortlist overflows is re-scored over the whole vocabulary; forcing that at every step
+    (a shortlist of width 0) still gives the definition's bundles and per-step cosines."""
     candidates, targets = dictionary
-    with patch.object(bundling, "_exact_choice", _empty_shortlist):
-        bundles = greedy_bundles(candidates, targets, max_tokens=max_tokens, allow_repeats=allow_repeats)
+    with patch.object(bundling, "SHORTLIST", 0):
+        bundles = greedy_bundles(candidates, targets, max_tokens=max_tokens, allow_repeats=allow_repeats, kernel=kernel)
     for i, target in enumerate(targets):
         expected = brute_force_bundle(candidates, target, max_tokens, allow_repeats)
         assert [int(t) for t in bundles.tokens[i] if t >= 0] == expected
@@ -87,6 +82,25 @@ def test_whole_vocabulary_fallback_equals_brute_force(
             e = candidates[expected[: k + 1]].sum(0)
             assert bundles.cosines[i, k] == pytest.approx(e @ target / np.linalg.norm(e) / np.linalg.norm(target),
                                                           abs=1e-9)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(2, 400), st.integers(2, 48), st.booleans())
+def test_bfloat16_ranking_gives_the_float32_bundles_on_unrounded_vectors(
+    seed: int, vocab: int, dim: int, near_duplicates: bool
+) -> None:
+    """Gaussian candidates (most entries not representable in bfloat16), some near-duplicate rows that tie
+    in bfloat16 but not in float32: both kernels give the definition's bundles."""
+    rng = np.random.default_rng(seed)
+    candidates = rng.standard_normal((vocab, dim)).astype(np.float32)
+    if near_duplicates:
+        copies = rng.integers(0, vocab, size=max(1, vocab // 4))
+        candidates[copies] = candidates[rng.integers(0, vocab, size=len(copies))] * (1 + 1e-4)
+    targets = rng.standard_normal((5, dim)).astype(np.float32)
+    for kernel in KERNELS:
+        bundles = greedy_bundles(candidates, targets, max_tokens=6, kernel=kernel)
+        for i, target in enumerate(targets):
+            assert [int(t) for t in bundles.tokens[i] if t >= 0] == brute_force_bundle(candidates, target, 6, False)
 
 
 def test_planted_bundles_are_recovered() -> None:

@@ -6,15 +6,25 @@ when no token raises the cosine. Exact and batched over targets: with
 
     num_t = w.(b + e_t)   and   sq_t = ||b + e_t||^2,   cos(b + e_t, w) = num_t / (||w|| sqrt(sq_t)),
 
-E.w is computed once per target, and adding token s updates every token's terms by
-num_t += w.e_s and sq_t += 2 e_t.e_s + (2 b.e_s + ||e_s||^2): one (V x d) @ (d x n) product per
-step, into preallocated (vocabulary x targets) buffers. The scalar increments are exact float64;
-float32 scores rank the vocabulary and the near-best tokens are re-scored in float64.
+E.w is computed once per target (float32), and adding token s updates every token's terms by
+num_t += w.e_s and sq_t += 2 e_t.e_s + (2 b.e_s + ||e_s||^2): one (n x d) @ (d x V) product per
+step, in float32 or, where the probe in `mechclaims/kernels.py` finds bfloat16 units, in bfloat16.
+The scalar increments are exact float64. Low precision only ranks: `scans.bundle_scan` keeps
+rigorous bounds on each term's error (below) and shortlists every token whose upper bound on the
+cosine reaches the exact float64 cosine of the best-looking token; the shortlist is re-scored in
+float64, so the bundles are the exact greedy bundles in either precision (tests/test_metrics_bundling.py).
 
-FAISS is not used here. Its exact top-1 search (IndexFlatIP) finds the first token about twice as
-fast as the first step below run alone (benchmarks/test_bundling_bench.py), but no later step's
-cosine is an inner product with a fixed query, and every later step needs the first step's E.w
-for every token, so a search would add to that product, not replace it.
+Error bounds per target (u = 2^-24, gamma = d u / (1 - d u), the float32 accumulation bound
+|fl(a.b) - a.b| <= gamma sum |a_i b_i| <= gamma ||a|| ||b||; r = e - bf16(e), rho = max ||r||,
+beta = max ||bf16(e)||): num is off by at most 2 gamma max||e|| ||w|| plus u-sized roundings of its
+float32 sums; each step's float32 product adds at most 2 (2 gamma max||e|| ||e_s||) to the error of
+sq, and a bfloat16 product at most 2 (rho ||e_s|| + beta ||r_s|| + 2 gamma beta ||bf16(e_s)||) plus
+its output rounding, at most 2^-7 |p|, charged element by element.
+
+FAISS is not used in the exact search. Its exact top-1 search (IndexFlatIP) finds the first token
+faster than the first step alone (benchmarks/test_bundling_bench.py), but no later step's cosine is
+an inner product with a fixed query. The paper's own search, FAISS candidates of the residual
+w - b, is `search="faiss"` (`faiss_bundles`), reported beside its agreement with the exact search.
 """
 
 from __future__ import annotations
@@ -28,11 +38,18 @@ import torch
 from tqdm import tqdm
 
 from mechclaims.errors import MechclaimsError
+from mechclaims.kernels import product_kernel
+from mechclaims.metrics import scans
 from mechclaims.metrics.orthogonality import divide_rows, embedding_variant
 from mechclaims.measurement import Curve, Measurement, ParamAxis, Source
 
 TIE = 1e-12
-FLOAT32_SLACK = 1e-5
+SHORTLIST = 64
+"""Tokens re-scored in float64 per target and step; a target with more is re-scored over the vocabulary."""
+UNIT_ROUNDOFF = 2.0**-24
+BF16_OUTPUT_ROUNDING = 2.0**-7
+"""Relative error of a product rounded to bfloat16: one unit in its last place, whether rounded or truncated."""
+SAFETY = 1 + 1e-6
 CANDIDATE_VARIANTS = ("raw", "centred", "ln")
 TARGET_SCALES = ("raw", "norm_gain")
 
@@ -60,20 +77,42 @@ class Bundles:
         return (self.best_by_size() >= cutoff).mean(axis=1)
 
 
-class _Workspace:
-    """The (vocabulary x targets) float32 buffers of one chunk, allocated once and reused, so the
-    per-step passes run in place instead of faulting in fresh pages."""
+@dataclass(frozen=True)
+class _Candidates:
+    """The candidate rows in float32 (e) and float64 (e64), their low-precision copy for the products
+    (ranked: bfloat16 or e itself), and the constants of the error bounds."""
 
-    def __init__(self, vocab: int, width: int) -> None:
-        self.vocab = vocab
-        self.num = torch.empty(vocab * width)
-        self.sq = torch.empty(vocab * width)
-        self.score = torch.empty(vocab * width)
-        self.near = torch.empty(vocab * width, dtype=torch.bool)
+    e: torch.Tensor
+    e64: torch.Tensor
+    ranked: torch.Tensor
+    e_sq: torch.Tensor
+    e_norm: torch.Tensor
+    step_error: torch.Tensor
+    """Per token s: the most that adding s's product can move any token's sq (before output rounding)."""
+    product_rel: float
+    gamma: float
+    e_max: float
 
-    def views(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        size = self.vocab * n
-        return tuple(buffer[:size].view(self.vocab, n) for buffer in (self.num, self.sq, self.score, self.near))
+    @classmethod
+    def of(cls, e: torch.Tensor, kernel: str) -> _Candidates:
+        e64 = e.double()
+        e_sq = e64.square().sum(1)
+        e_norm = e_sq.sqrt()
+        e_max = float(e_norm.max()) if len(e_norm) else 0.0
+        gamma = e.shape[1] * UNIT_ROUNDOFF / (1 - e.shape[1] * UNIT_ROUNDOFF)
+        if kernel == "bfloat16":
+            ranked = e.bfloat16()
+            low = ranked.double()
+            residual = (e64 - low).norm(dim=1)
+            low_norm = low.norm(dim=1)
+            rho, beta = float(residual.max()), float(low_norm.max())
+            step_error = 2 * (rho * e_norm + beta * residual + 2 * gamma * beta * low_norm * (1 + BF16_OUTPUT_ROUNDING))
+            product_rel = BF16_OUTPUT_ROUNDING / (1 - BF16_OUTPUT_ROUNDING)
+        else:
+            ranked = e
+            step_error = 2 * (2 * gamma * e_max * e_norm)
+            product_rel = 0.0
+        return cls(e, e64, ranked, e_sq, e_norm, step_error * SAFETY, product_rel * SAFETY, gamma, e_max)
 
 
 def greedy_bundles(
@@ -83,31 +122,33 @@ def greedy_bundles(
     allow_repeats: bool = False,
     chunk: int = 1024,
     progress: str | None = None,
+    kernel: str | None = None,
 ) -> Bundles:
     """Exact greedy bundles of `candidates` rows (V x d) for each row of `targets` (n x d).
 
     Inputs are rounded to float32 once; "exact" means exact for those values. Cosines within TIE of
     each other tie, a tie goes to the lowest token id, a step must raise the cosine by more than
-    TIE, and zero candidates (no cosine) are never chosen. Float32 scores rank the vocabulary; the
-    tokens within FLOAT32_SLACK of the best are re-scored in float64, and a target whose float32
-    best is not confirmed in float64 is re-scored over the whole vocabulary. Targets go in chunks
-    of `chunk` (peak memory about 13 V x chunk bytes); `progress` names a tqdm bar on stderr.
+    TIE, and zero candidates (no cosine) are never chosen. `kernel` ("float32" or "bfloat16") is the
+    precision of the ranking products, by default the probe's choice (`kernels.product_kernel`); the
+    bundles do not depend on it. Targets go in chunks of `chunk` (peak memory about 10 V x chunk
+    bytes); `progress` names a tqdm bar on stderr.
     """
     if max_tokens < 1:
         raise ValueError("max_tokens must be at least 1")
     e = torch.as_tensor(np.ascontiguousarray(candidates, dtype=np.float32))
     w_all = torch.as_tensor(np.ascontiguousarray(targets, dtype=np.float32))
-    e_sq = torch.linalg.vector_norm(e, dim=1, dtype=torch.float64).square()
+    pool = _Candidates.of(e, kernel or product_kernel().name)
     n = w_all.shape[0]
     width = max(1, min(chunk, n))
-    workspace = _Workspace(e.shape[0], width)
+    buffers = (torch.empty(width, e.shape[0]), torch.empty(width, e.shape[0]),
+               torch.empty(width, e.shape[0], dtype=pool.ranked.dtype))
     tokens = np.full((n, max_tokens), -1, dtype=np.int64)
     cosines = np.full((n, max_tokens), np.nan)
     with tqdm(total=math.ceil(n / width) * max_tokens, desc=progress, unit="step", disable=progress is None) as bar:
         for start in range(0, n, width):
             stop = min(start + width, n)
             tokens[start:stop], cosines[start:stop] = _bundle_chunk(
-                e, e_sq, w_all[start:stop], max_tokens, allow_repeats, workspace, bar
+                pool, w_all[start:stop], max_tokens, allow_repeats, buffers, bar
             )
     final = np.max(np.where(np.isnan(cosines), -np.inf, cosines), axis=1)
     return Bundles(tokens=tokens, cosines=cosines, final=final)
@@ -119,100 +160,101 @@ def _cosines_of(trial: torch.Tensor, w64: torch.Tensor) -> torch.Tensor:
 
 
 def _exact_choice(
-    near: torch.Tensor, b64: torch.Tensor, e: torch.Tensor, w64: torch.Tensor
+    rows: torch.Tensor, tokens: torch.Tensor, b64: torch.Tensor, e64: torch.Tensor, w64: torch.Tensor, n: int,
+    pairs_per_pass: int = 8192,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per target column, the exact float64 winner among the tokens marked in `near` (V x n).
+    """Per target, the exact float64 winner among its shortlisted (row, token) pairs.
 
-    Returns (token, cosine) per target (cosine -inf where no token is marked); cosines within TIE
-    of the maximum tie, and a tie goes to the lowest token id.
+    Returns (token, cosine) per target (cosine -inf where none is listed); cosines within TIE of the
+    maximum tie, and a tie goes to the lowest token id.
     """
-    t, cols = near.nonzero(as_tuple=True)
-    exact = _cosines_of(b64[cols] + e[t].double(), w64[cols])
-    n = near.shape[1]
-    top = torch.full((n,), -torch.inf, dtype=torch.float64).scatter_reduce(0, cols, exact, "amax")
-    winners = exact >= top[cols] - TIE
-    token = torch.full((n,), torch.iinfo(torch.int64).max).scatter_reduce(0, cols[winners], t[winners], "amin")
+    exact = torch.cat([
+        _cosines_of(b64[rows[i:i + pairs_per_pass]] + e64[tokens[i:i + pairs_per_pass]], w64[rows[i:i + pairs_per_pass]])
+        for i in range(0, len(rows), pairs_per_pass)
+    ]) if len(rows) else torch.zeros(0, dtype=torch.float64)
+    top = torch.full((n,), -torch.inf, dtype=torch.float64).scatter_reduce(0, rows, exact, "amax")
+    winners = exact >= top[rows] - TIE
+    token = torch.full((n,), torch.iinfo(torch.int64).max).scatter_reduce(0, rows[winners], tokens[winners], "amin")
     return token, top
 
 
 def _full_choice(
-    b: torch.Tensor, e: torch.Tensor, w: torch.Tensor, excluded: torch.Tensor
+    b: torch.Tensor, e64: torch.Tensor, w: torch.Tensor, excluded: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The exact float64 winner over the whole vocabulary for one target (the fallback)."""
-    exact = _cosines_of(b[None, :] + e.double(), w[None, :]).masked_fill_(excluded, -torch.inf)
+    """The exact float64 winner over the whole vocabulary for one target (a shortlist that overflowed)."""
+    exact = _cosines_of(b[None, :] + e64, w[None, :]).masked_fill_(excluded, -torch.inf)
     top = exact.max()
     return (exact >= top - TIE).nonzero()[0, 0], top
 
 
 def _bundle_chunk(
-    e: torch.Tensor,
-    e_sq: torch.Tensor,
+    pool: _Candidates,
     w: torch.Tensor,
     max_tokens: int,
     allow_repeats: bool,
-    workspace: _Workspace,
+    buffers: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
     bar: Any,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(tokens, exact float64 cosines) for one chunk of targets."""
     n = w.shape[0]
-    num, sq, score, near = workspace.views(n)
+    num, sq, product = (buffer[:n] for buffer in buffers)
     w64 = w.double()
-    w_norm = w.norm(dim=1)
-    zero = e_sq == 0
-    torch.mm(e, w.T, out=num)
-    num[zero] = -torch.inf
-    sq.copy_(e_sq.float()[:, None].expand_as(sq))
+    w_norm = w64.norm(dim=1)
+    zero = pool.e_sq == 0
+    torch.mm(w, pool.e.T, out=num)
+    num[:, zero] = -torch.inf
+    sq.copy_(pool.e_sq.float()[None, :].expand_as(sq))
+    num_err = (2 * pool.gamma * pool.e_max * w_norm + 1e-30) * SAFETY
+    sq_err = torch.full((n,), 2 * UNIT_ROUNDOFF * pool.e_max**2 + 1e-30, dtype=torch.float64)
     b64 = torch.zeros_like(w64)
     current = torch.full((n,), -torch.inf, dtype=torch.float64)
-    active = torch.ones(n, dtype=torch.bool)
+    rows = torch.arange(n)
+    step_num = step_sq = torch.zeros(0, dtype=torch.float64)
     tokens = torch.full((n, max_tokens), -1, dtype=torch.int64)
     cosines = torch.full((n, max_tokens), torch.nan, dtype=torch.float64)
+    shortlist = np.empty((n, SHORTLIST), dtype=np.int64)
+    counts = np.empty(n, dtype=np.int64)
     for step in range(max_tokens):
         bar.update(1)
-        torch.rsqrt(sq, out=score).mul_(num)
-        best = score.amax(dim=0)
-        searching = active & best.isfinite()
+        m = len(rows)
+        updated = product[:m].numpy() if step and product.dtype == torch.float32 else scans.NO_PRODUCT
+        bits = product[:m].view(torch.uint16).numpy() if step and product.dtype == torch.bfloat16 else scans.NO_BITS
+        scans.bundle_scan(num.numpy(), sq.numpy(), rows.numpy(), updated, bits, step_num.numpy(), step_sq.numpy(),
+                          pool.product_rel, num_err[rows].numpy(), sq_err[rows].numpy(), pool.e.numpy(),
+                          b64.numpy(), w64.numpy(), w_norm.numpy(), TIE, shortlist[:m], counts[:m])
+        listed = torch.from_numpy(counts[:m].copy())
+        searching = listed > 0
         if not bool(searching.any()):
             break
-        slack = FLOAT32_SLACK * (best.abs() + w_norm)
-        torch.ge(score, torch.where(searching, best - slack, torch.inf)[None, :], out=near)
-        chosen, cosine = _exact_choice(near, b64, e, w64)
-        for i in (searching & (cosine * w_norm < best - 2 * slack)).nonzero(as_tuple=True)[0]:
+        fits = searching & (listed <= SHORTLIST)
+        slots = torch.arange(SHORTLIST)[None, :] < listed[:, None]
+        pair_rows, pair_slots = (slots & fits[:, None]).nonzero(as_tuple=True)
+        pair_tokens = torch.from_numpy(shortlist[:m])[pair_rows, pair_slots]
+        chosen, cosine = _exact_choice(pair_rows, pair_tokens, b64[rows], pool.e64, w64[rows], m)
+        for i in (searching & ~fits).nonzero(as_tuple=True)[0]:
             used = zero.clone()
-            used[tokens[i, :step]] = not allow_repeats
-            chosen[i], cosine[i] = _full_choice(b64[i], e, w64[i], used)
-        improves = searching & (cosine > current + TIE)
-        idx = improves.nonzero(as_tuple=True)[0]
-        s = chosen[idx]
-        active = improves
-        tokens[idx, step] = s
-        cosines[idx, step] = cosine[idx]
-        current[idx] = cosine[idx]
-        if step == max_tokens - 1 or len(idx) == 0:
+            used[tokens[rows[i], :step]] = not allow_repeats
+            chosen[i], cosine[i] = _full_choice(b64[rows[i]], pool.e64, w64[rows[i]], used)
+        improves = searching & (cosine > current[rows] + TIE)
+        target_rows, s = rows[improves], chosen[improves]
+        tokens[target_rows, step] = s
+        cosines[target_rows, step] = cosine[improves]
+        current[target_rows] = cosine[improves]
+        if step == max_tokens - 1 or len(target_rows) == 0:
             break
-        _add_token(e, e_sq, w64, b64, idx, s, num, sq)
+        es64 = pool.e64[s]
+        step_num = (w64[target_rows] * es64).sum(1)
+        step_sq = 2 * (b64[target_rows] * es64).sum(1) + pool.e_sq[s]
+        b64[target_rows] += es64
+        bundle_size = float(step + 2)
+        num_err[target_rows] += 2 * UNIT_ROUNDOFF * w_norm[target_rows] * bundle_size * pool.e_max * SAFETY
+        sq_err[target_rows] += pool.step_error[s] + 2 * UNIT_ROUNDOFF * (bundle_size * pool.e_max) ** 2 * SAFETY
+        torch.mm(pool.ranked[s], pool.ranked.T, out=product[: len(s)])
         if not allow_repeats:
-            num[s, idx] = -torch.inf
+            num[target_rows, s] = -torch.inf
+        rows = target_rows
     bar.update(max_tokens - 1 - step)
     return tokens.numpy(), cosines.numpy()
-
-
-def _add_token(
-    e: torch.Tensor, e_sq: torch.Tensor, w64: torch.Tensor, b64: torch.Tensor,
-    idx: torch.Tensor, s: torch.Tensor, num: torch.Tensor, sq: torch.Tensor,
-) -> None:
-    """Add token s[j] to the bundle of target idx[j]: num += w.e_s, sq += 2 E.e_s + 2 b.e_s + ||e_s||^2."""
-    n = num.shape[1]
-    es64 = e[s].double()
-    num_step = torch.zeros(n, dtype=torch.float64)
-    num_step[idx] = (w64[idx] * es64).sum(1)
-    sq_step = torch.zeros(n, dtype=torch.float64)
-    sq_step[idx] = 2 * (b64[idx] * es64).sum(1) + e_sq[s]
-    chosen = torch.zeros(e.shape[1], n)
-    chosen[:, idx] = e[s].T
-    num.add_(num_step.float()[None, :])
-    sq.addmm_(e, chosen, alpha=2).add_(sq_step.float()[None, :]).clamp_(min=1e-30)
-    b64[idx] += es64
 
 
 def token_candidates(

@@ -11,11 +11,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from mechclaims.measurement import Measurement, Source
+from mechclaims.metrics import scans
 
 HISTOGRAM_BINS = 4096
 TOP_PAIRS = 10
@@ -62,33 +64,39 @@ def unit_rows(vectors: np.ndarray | torch.Tensor) -> torch.Tensor:
 
 
 def offdiag_cosine_stats(vectors: np.ndarray, block: int = 1024) -> CosineStats:
-    """|cos_ij| over all pairs i < j, in row blocks of the upper triangle (float32, O(block * n) memory)."""
+    """|cos_ij| over all pairs i < j, in row blocks of the upper triangle (float32, O(block * n) memory).
+
+    Each block's products are one float32 matmul against the columns from its first row on (symmetry
+    halves the products); one fused pass (`scans.gram_block_stats`) then reads the block once for the
+    sum, the row and column maxima and the histogram. The most similar pairs come from the rows whose
+    largest |cos| reaches the running TOP_PAIRS-th value: only those rows can hold a top pair.
+    """
     x = unit_rows(vectors)
     n, dim = x.shape
     if n < 2:
         raise ValueError("near-orthogonality needs at least two vectors")
-    histogram = torch.zeros(HISTOGRAM_BINS, dtype=torch.float64)
-    row_max = torch.zeros(n)
+    histogram = np.zeros(HISTOGRAM_BINS, dtype=np.int64)
+    row_max = np.zeros(n, dtype=np.float32)
     total_abs = 0.0
     best: list[tuple[float, int, int]] = []
     starts = range(0, n, block)
     for start in tqdm(starts, desc=f"cosines of {n} vectors", unit="block", leave=False, disable=len(starts) < 8):
         stop = min(start + block, n)
-        gram = (x[start:stop] @ x[start:].T).abs_().clamp_(max=1.0)
-        own = gram[:, : stop - start]
-        own.masked_fill_(torch.ones_like(own, dtype=torch.bool).tril(), -1.0)
-        row_max[start:stop] = torch.maximum(row_max[start:stop], gram.max(dim=1).values)
-        row_max[start:] = torch.maximum(row_max[start:], gram.max(dim=0).values)
-        histogram += torch.histc(gram, bins=HISTOGRAM_BINS, min=0.0, max=1.0).double()
-        total_abs += float(gram.clamp(min=0.0).sum(dtype=torch.float64))
-        k = min(TOP_PAIRS, gram.numel())
-        values, flat = gram.flatten().topk(k)
-        width = gram.shape[1]
-        best += [(float(v), start + int(f) // width, start + int(f) % width) for v, f in zip(values, flat) if v >= 0]
+        gram = (x[start:stop] @ x[start:].T).numpy()
+        sums, largest, _, columns, counts = scans.gram_block_stats(gram, 0, HISTOGRAM_BINS, numba.get_num_threads())
+        total_abs += float(sums.sum())
+        histogram += counts
+        np.maximum(row_max[start:stop], largest, out=row_max[start:stop])
+        np.maximum(row_max[start:], columns, out=row_max[start:])
+        floor = best[-1][0] if len(best) == TOP_PAIRS else -1.0
+        for r in np.flatnonzero(largest >= max(floor, np.sort(largest)[-min(TOP_PAIRS, len(largest))])):
+            values = np.minimum(np.abs(gram[r, r + 1 :]), 1.0)
+            for c in np.argsort(-values, kind="stable")[:TOP_PAIRS]:
+                best.append((float(values[c]), start + int(r), start + int(r) + 1 + int(c)))
         best = sorted(best, reverse=True)[:TOP_PAIRS]
     pairs = n * (n - 1) / 2
-    cumulative = torch.cumsum(histogram, 0)
-    p99_bin = int(torch.searchsorted(cumulative, torch.tensor(0.99 * pairs, dtype=torch.float64)))
+    cumulative = np.cumsum(histogram)
+    p99_bin = int(np.searchsorted(cumulative, 0.99 * pairs))
     signs = {(i, j): float(x[i] @ x[j]) for _, i, j in best}
     return CosineStats(
         n_vectors=n,
@@ -97,7 +105,7 @@ def offdiag_cosine_stats(vectors: np.ndarray, block: int = 1024) -> CosineStats:
         p99_abs=min(p99_bin + 1, HISTOGRAM_BINS) / HISTOGRAM_BINS,
         max_abs=float(row_max.max()),
         mean_signed=mean_offdiag_cosine(x.numpy()),
-        row_max_abs=row_max.numpy().astype(np.float64),
+        row_max_abs=row_max.astype(np.float64),
         top_pairs=tuple((i, j, signs[(i, j)]) for _, i, j in best),
     )
 
