@@ -37,6 +37,7 @@ import torch
 from mechclaims.atomic import atomic_write_text
 from mechclaims.claim import Threshold, Verdict
 from mechclaims.errors import MechclaimsError
+from mechclaims.kernels import product_kernel
 from mechclaims.measurement import Measurement
 from mechclaims.sweeps import ParamSweep, ThresholdSweep
 
@@ -202,6 +203,7 @@ class RunRecord:
             "git_revision": _git_revision(),
             "machine": {"platform": platform.platform(), "processor": platform.machine(), "cpus": os.cpu_count()},
             "threads": torch.get_num_threads(),
+            "product_kernel": product_kernel().to_json(),
             "argv": self.argv,
         }
 

@@ -33,6 +33,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import faiss
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -52,6 +53,10 @@ BF16_OUTPUT_ROUNDING = 2.0**-7
 SAFETY = 1 + 1e-6
 CANDIDATE_VARIANTS = ("raw", "centred", "ln")
 TARGET_SCALES = ("raw", "norm_gain")
+SEARCHES = ("exact", "faiss")
+FAISS_CHUNK = 256
+AGREEMENT_SAMPLE = 256
+"""Targets (seeded sample) on which search="faiss" is compared with the exact search."""
 
 
 @dataclass(frozen=True)
@@ -257,6 +262,86 @@ def _bundle_chunk(
     return tokens.numpy(), cosines.numpy()
 
 
+def faiss_bundles(
+    candidates: np.ndarray, targets: np.ndarray, max_tokens: int = 10, allow_repeats: bool = False,
+    shortlist: int = 32,
+) -> Bundles:
+    """The paper's search (section 3.2: greedy bundles with FAISS nearest-neighbour search): at each step,
+    the `shortlist` tokens nearest by inner product (faiss.IndexFlatIP) to the target's residual
+
+        r = w/||w|| - (b^.w/||w||) b^     (b^ = b/||b||; r = w/||w|| before the first token),
+
+    the part of the target the bundle does not yet explain (the direction in which cos(b + e, w) rises
+    fastest), are scored exactly in float64 and the best is added, with the exact search's tie and
+    stopping rules. Approximate: the exact best token need not be among the shortlist.
+    """
+    e = np.ascontiguousarray(candidates, dtype=np.float32)
+    faiss.omp_set_num_threads(torch.get_num_threads())
+    index = faiss.IndexFlatIP(e.shape[1])
+    index.add(e)
+    e64 = torch.as_tensor(e).double()
+    zero = torch.as_tensor(~np.any(e != 0, axis=1))
+    w = np.asarray(targets, dtype=np.float32)
+    parts = [_faiss_chunk(index, e64, zero, torch.as_tensor(w[start:start + FAISS_CHUNK]).double(), max_tokens,
+                          allow_repeats, shortlist) for start in range(0, len(w), FAISS_CHUNK)]
+    tokens, cosines = (np.concatenate(values) for values in zip(*parts))
+    final = np.max(np.where(np.isnan(cosines), -np.inf, cosines), axis=1)
+    return Bundles(tokens=tokens, cosines=cosines, final=final)
+
+
+def _faiss_chunk(index: Any, e64: torch.Tensor, zero: torch.Tensor, w64: torch.Tensor, max_tokens: int,
+                 allow_repeats: bool, shortlist: int) -> tuple[np.ndarray, np.ndarray]:
+    """(tokens, cosines) of `faiss_bundles` for one chunk of targets."""
+    n = len(w64)
+    unit_w = w64 / w64.norm(dim=1, keepdim=True).clamp(min=1e-300)
+    b64 = torch.zeros_like(w64)
+    current = torch.full((n,), -torch.inf, dtype=torch.float64)
+    tokens = torch.full((n, max_tokens), -1, dtype=torch.int64)
+    cosines = torch.full((n, max_tokens), torch.nan, dtype=torch.float64)
+    rows = torch.arange(n)
+    for step in range(max_tokens):
+        unit_b = b64[rows] / b64[rows].norm(dim=1, keepdim=True).clamp(min=1e-300)
+        residual = unit_w[rows] - (unit_b * unit_w[rows]).sum(1, keepdim=True) * unit_b
+        _, found = index.search(np.ascontiguousarray(residual.float().numpy()), min(shortlist + step, index.ntotal))
+        found = torch.as_tensor(found)
+        listed = found >= 0
+        safe = found.clamp(min=0)
+        excluded = ~listed | zero[safe]
+        if not allow_repeats:
+            excluded |= (safe[:, :, None] == tokens[rows, None, :step]).any(-1)
+        exact = _cosines_of(b64[rows, None, :] + e64[safe], w64[rows, None, :]).masked_fill_(excluded, -torch.inf)
+        top = exact.max(dim=1).values
+        tied = (exact >= top[:, None] - TIE) & ~excluded
+        chosen = torch.where(tied, safe, torch.iinfo(torch.int64).max).min(dim=1).values
+        improves = top.isfinite() & (top > current[rows] + TIE)
+        target_rows, s = rows[improves], chosen[improves]
+        tokens[target_rows, step] = s
+        cosines[target_rows, step] = top[improves]
+        current[target_rows] = top[improves]
+        b64[target_rows] += e64[s]
+        rows = target_rows
+        if len(rows) == 0:
+            break
+    return tokens.numpy(), cosines.numpy()
+
+
+@dataclass(frozen=True)
+class SearchAgreement:
+    """How the FAISS search's bundles compare with the exact search's on the same targets: the fraction of
+    identical bundles and the mean and largest final-cosine gap (exact minus FAISS; >= 0 up to TIE where
+    the exact search is greedy-optimal at every step, which it need not be overall)."""
+
+    identical: float
+    mean_gap: float
+    max_gap: float
+
+    @classmethod
+    def of(cls, exact: Bundles, approximate: Bundles) -> SearchAgreement:
+        gap = exact.final - approximate.final
+        same = np.all(exact.tokens == approximate.tokens, axis=1)
+        return cls(float(same.mean()), float(gap.mean()), float(gap.max()))
+
+
 def token_candidates(
     vectors: np.ndarray, variant: str = "raw", normalise: bool = True, norm: str = "layernorm",
     offset: np.ndarray | None = None,
@@ -312,6 +397,31 @@ def bundle_problem(
     return token_candidates(weights.W_E, candidates, normalise, norm, offset), targets
 
 
+def searched_bundles(vectors: np.ndarray, targets: np.ndarray, search: str, max_tokens: int, allow_repeats: bool,
+                     progress: str, compare: bool = True) -> tuple[Bundles, SearchAgreement | None]:
+    """Bundles by the exact search, or by FAISS (`faiss_bundles`) with, when `compare`, its agreement with the
+    exact search on a seeded sample of AGREEMENT_SAMPLE targets."""
+    if search not in SEARCHES:
+        raise MechclaimsError(f"unknown bundle search {search!r}: use {', '.join(SEARCHES)}")
+    if search == "exact":
+        return greedy_bundles(vectors, targets, max_tokens=max_tokens, allow_repeats=allow_repeats,
+                              progress=progress), None
+    bundles = faiss_bundles(vectors, targets, max_tokens=max_tokens, allow_repeats=allow_repeats)
+    if not compare:
+        return bundles, None
+    sample = np.sort(np.random.default_rng(0).permutation(len(targets))[:AGREEMENT_SAMPLE])
+    exact = greedy_bundles(vectors, targets[sample], max_tokens=max_tokens, allow_repeats=allow_repeats)
+    subset = Bundles(bundles.tokens[sample], bundles.cosines[sample], bundles.final[sample])
+    return bundles, SearchAgreement.of(exact, subset)
+
+
+def _agreement_statistics(agreement: SearchAgreement | None) -> dict[str, float]:
+    if agreement is None:
+        return {}
+    return {"search_identical_fraction": agreement.identical, "search_mean_cosine_gap": agreement.mean_gap,
+            "search_max_cosine_gap": agreement.max_gap}
+
+
 def layer_bundle_cosines(
     source: Source,
     layer: int = 0,
@@ -323,6 +433,7 @@ def layer_bundle_cosines(
     target_scale: str = "raw",
     allow_repeats: bool = False,
     cutoff: float = 0.5,
+    search: str = "exact",
 ) -> Measurement:
     """VSA-4 (and VSA-6 with target="out"): greedy token bundles for every neuron of one MLP layer.
 
@@ -331,11 +442,13 @@ def layer_bundle_cosines(
     fraction of neurons whose bundle of at most k tokens reaches `cutoff`, for k = 1..max_tokens,
     also drawn as a curve against k (read real beside null in the report). `by_param["max_tokens"]`
     holds every neuron's cosine at each k, so cut-off x bundle-size sweeps need no re-measurement.
+    search="faiss" runs the paper's FAISS search instead (`faiss_bundles`) and adds its agreement with the
+    exact search (`search_identical_fraction`, `search_mean_cosine_gap`, `search_max_cosine_gap`).
     """
     vectors, targets = bundle_problem(source, target, candidates, normalise, mean_position, target_scale)
     layer = range(len(targets))[layer]
-    bundles = greedy_bundles(vectors, targets[layer], max_tokens=max_tokens, allow_repeats=allow_repeats,
-                             progress=f"layer {layer} bundles")
+    bundles, agreement = searched_bundles(vectors, targets[layer], search, max_tokens, allow_repeats,
+                                          f"layer {layer} bundles")
     by_size = bundles.fraction_at_least_by_size(cutoff)
     order = np.argsort(-bundles.final, kind="stable")
     ids = sorted({int(t) for t in bundles.tokens.ravel() if t >= 0})
@@ -347,6 +460,7 @@ def layer_bundle_cosines(
             "median_final_cosine": float(np.median(bundles.final)),
             "mean_bundle_size": float((bundles.tokens >= 0).sum(1).mean()),
             **{f"fraction_at_{cutoff:g}_within_{k + 1}": float(f) for k, f in enumerate(by_size)},
+            **_agreement_statistics(agreement),
         },
         distribution=bundles.final,
         distribution_label=f"final cosine of each layer-{layer} neuron's greedy bundle",
@@ -384,23 +498,28 @@ def depth_bundle_fractions(
     target_scale: str = "raw",
     allow_repeats: bool = False,
     cutoff: float = 0.5,
+    search: str = "exact",
 ) -> Measurement:
     """VSA-5: the layer-0 measurement repeated for every MLP layer, with the same token candidates.
 
     `fraction_layer_{l}` is the fraction of layer l's neurons whose bundle reaches `cutoff`;
-    `decline` = fraction at layer 0 minus the median fraction over the later layers.
+    `decline` = fraction at layer 0 minus the median fraction over the later layers. search="faiss" as in
+    `layer_bundle_cosines`, its agreement with the exact search measured on layer 0.
     """
     vectors, targets = bundle_problem(source, target, candidates, normalise, mean_position, target_scale)
     fractions = []
+    agreement = None
     for layer in range(len(targets)):
-        bundles = greedy_bundles(vectors, targets[layer], max_tokens=max_tokens, allow_repeats=allow_repeats,
-                                 progress=f"layer {layer} bundles")
+        bundles, found = searched_bundles(vectors, targets[layer], search, max_tokens, allow_repeats,
+                                          f"layer {layer} bundles", compare=layer == 0)
+        agreement = agreement or found
         fractions.append(float(np.mean(bundles.final >= cutoff)))
     later = fractions[1:] or fractions
     return Measurement(
         statistics={
             "decline": fractions[0] - float(np.median(later)),
             **{f"fraction_layer_{layer}": f for layer, f in enumerate(fractions)},
+            **_agreement_statistics(agreement),
         },
         curves={
             "by_layer": Curve(

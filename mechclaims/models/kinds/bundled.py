@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -32,12 +36,45 @@ class Bundled:
     needs: tuple[str, ...] = ()
 
 
-def _boot_smollm2(folder: Path) -> Any:
-    from transformer_lens.model_bridge import TransformerBridge
+def dequantised_folder(gguf: Path) -> Path:
+    """Where the float32 safetensors copy of `gguf` lives: the cache, keyed by the GGUF file's SHA-256."""
+    from mechclaims.cache import default_cache_dir
+
+    digest = hashlib.sha256()
+    with gguf.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 24), b""):
+            digest.update(block)
+    return default_cache_dir() / "dequantised" / f"{gguf.stem}-{digest.hexdigest()[:16]}"
+
+
+def _dequantised(folder: Path) -> tuple[Any, Any]:
+    """SmolLM2's model and tokenizer. The first load dequantises the GGUF file (about a minute on 2 cores) and
+    saves the result as safetensors beside its tokenizer, moved into place whole; every load reads that copy."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    cached = dequantised_folder(folder / SMOLLM2_GGUF)
+    if not (cached / "model.safetensors").is_file():
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(dir=cached.parent, prefix=".partial-"))
+        try:
+            model.save_pretrained(scratch, safe_serialization=True)
+            tokenizer.save_pretrained(scratch)
+            os.replace(scratch, cached)
+        except OSError:
+            if not (cached / "model.safetensors").is_file():
+                raise
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return (AutoModelForCausalLM.from_pretrained(cached, dtype=torch.float32, use_safetensors=True),
+            AutoTokenizer.from_pretrained(cached))
+
+
+def _boot_smollm2(folder: Path) -> Any:
+    from transformer_lens.model_bridge import TransformerBridge
+
+    model, tokenizer = _dequantised(folder)
     return TransformerBridge.boot_transformers("smollm2-135m", hf_model=model, tokenizer=tokenizer)
 
 
