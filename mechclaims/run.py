@@ -14,6 +14,7 @@ drop them, so no statistic sees them.
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from mechclaims.models import Model
 
 DEFAULT_MEMORY_BUDGET_BYTES = 1 << 30
+DEVICE_ENV = "MECHCLAIMS_DEVICE"
 """Bytes one batch may hold in cached activations plus its logits (1 GiB)."""
 PADDING_SIDE = "right"
 PAIRWISE_HOOKS = ("hook_pattern", "hook_attn_scores")
@@ -103,12 +105,19 @@ class Activations:
         return out
 
 
-def _target_device(device: str | None) -> torch.device:
-    """The device to run on: CPU by default; CUDA only when asked for and present."""
-    target = torch.device(device or "cpu")
+def target_device(device: str | None) -> torch.device:
+    """The device to run on: `device`, else $MECHCLAIMS_DEVICE (what --device sets), else the CPU; CUDA only
+    when present."""
+    asked = device or os.environ.get(DEVICE_ENV) or "cpu"
+    try:
+        target = torch.device(asked)
+    except RuntimeError:
+        raise MechclaimsError(f"unknown device {asked!r}: use cpu or cuda (cuda:N for the N-th GPU)") from None
+    if target.type not in ("cpu", "cuda"):
+        raise MechclaimsError(f"device {asked!r} is not supported: use cpu or cuda (cuda:N for the N-th GPU)")
     if target.type == "cuda" and not torch.cuda.is_available():
         raise MechclaimsError(
-            f"device {device!r} was asked for but torch sees no CUDA device: use device='cpu' or a CUDA build of torch"
+            f"device {asked!r} was asked for but torch sees no CUDA device: use --device cpu or a CUDA build of torch"
         )
     return target
 
@@ -246,8 +255,8 @@ def activations(
 
     Texts run longest first. Without `batch_size`, the longest text runs alone and its cache plus logits,
     in bytes, bound every other text's (no batch is padded longer), so batches hold
-    `memory_budget_bytes // that` texts (at least one). `device` is CPU unless asked ("cuda"); the model goes
-    back where it was afterwards. `max_length` keeps each text's first tokens; `prepend_bos` overrides the
+    `memory_budget_bytes // that` texts (at least one). `device` as in `target_device` (the CPU unless asked);
+    the model goes back where it was afterwards. `max_length` keeps each text's first tokens; `prepend_bos` overrides the
     bridge's default; `last_logits` keeps the logits at each text's last real position; `additions` maps hook
     names to arrays [n_texts, max_len, ...] added to those activations (an intervention; zero on pads);
     `replacements` maps hook names to arrays that take the activations' place (one per text, position axes
@@ -262,7 +271,7 @@ def activations(
     names = list(dict.fromkeys(names))
     hooks = model.bridge.hook_dict
     _check_names(model, hooks, [*names, *(additions or {}), *(replacements or {})])
-    target = _target_device(device)
+    target = target_device(device)
     bridge = model.bridge
     tokenizer = model.tokenizer
     if tokenizer is None:

@@ -4,6 +4,7 @@ never leaks, the memory bound on batches, and one-line errors for unknown hooks.
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from transformers import AutoModelForCausalLM, BertConfig, BertForMaskedLM, Bert
 from mechclaims.errors import MechclaimsError
 from mechclaims.models import Model, load_model
 from mechclaims.models.controls import word_tokenizer
+from mechclaims import run
 from mechclaims.run import Activations, activations
 
 TOLERANCE = 1e-5
@@ -330,3 +332,31 @@ def test_additions_change_the_forward_pass_exactly_where_added(tiny_gpt2_model: 
         embedded[0, 2] += torch.from_numpy(delta[0, 2])
         expected = hf(inputs_embeds=embedded).logits[0, -1].numpy()
     np.testing.assert_allclose(edited.last_logits[0], expected, rtol=1e-4, atol=1e-4)
+
+
+def test_the_device_comes_from_the_argument_then_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(run.DEVICE_ENV, raising=False)
+    assert run.target_device(None) == torch.device("cpu")
+    monkeypatch.setenv(run.DEVICE_ENV, "cuda:3")
+    assert run.target_device("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(MechclaimsError, match="'cuda:3' was asked for but torch sees no CUDA device"):
+            run.target_device(None)
+
+
+def test_device_option_reaches_the_forward_passes_and_is_restored(pytester: pytest.Pytester,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """--device sets what `target_device` reads for the run (so every forward pass, on every xdist worker,
+    uses it) and puts the environment back afterwards."""
+    monkeypatch.delenv(run.DEVICE_ENV, raising=False)
+    pytester.makepyfile(test_device="""
+        import os
+        from mechclaims import run
+
+        def test_device():
+            assert os.environ[run.DEVICE_ENV] == "cpu"
+            assert str(run.target_device(None)) == "cpu"
+    """)
+    result = pytester.runpytest_inprocess("--device", "cpu", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    assert run.DEVICE_ENV not in os.environ

@@ -3,6 +3,7 @@ is a one-line usage error (exit 4). The parsed `Options` live in `config.stash[O
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from mechclaims.baselines import DEFAULT_DIR as DEFAULT_BASELINE_DIR
 from mechclaims.claim import Grid
 from mechclaims.errors import MechclaimsError
 from mechclaims.models import check_spec
+from mechclaims.run import DEVICE_ENV, target_device
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,7 @@ class Options:
     baseline_dir: Path | None
     update_baselines: bool
     slow_claims: bool = False
+    device: str | None = None
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Options:
@@ -48,6 +51,9 @@ class Options:
                                   f"baselines (default {DEFAULT_BASELINE_DIR} when present), or record them with "
                                   "--update-baselines")
         cache_dir = config.getoption("mechclaims_cache_dir")
+        device = config.getoption("mechclaims_device")
+        if device is not None:
+            target_device(device)
         return cls(
             models=tuple(dict.fromkeys(models)),
             thresholds=parse_thresholds(config.getoption("mechclaims_thresholds") or []),
@@ -62,6 +68,7 @@ class Options:
                 DEFAULT_BASELINE_DIR if update or DEFAULT_BASELINE_DIR.is_dir() else None),
             update_baselines=update,
             slow_claims=bool(config.getoption("mechclaims_slow_claims")),
+            device=device,
         )
 
     def named_claims(self) -> list[tuple[str, set[str]]]:
@@ -85,6 +92,7 @@ def read_models_file(path: str | None) -> list[str]:
 
 
 OPTIONS = pytest.StashKey[Options]()
+PREVIOUS_DEVICE = pytest.StashKey[str | None]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -116,6 +124,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--slow-claims", action="store_true", dest="mechclaims_slow_claims",
                     help="also run the claims marked slow (e.g. those that train many models); without it they "
                          "are deselected")
+    group.addoption("--device", dest="mechclaims_device", default=None, metavar="DEVICE",
+                    help="run the forward passes on DEVICE: cpu or cuda[:N] (default: $MECHCLAIMS_DEVICE, else cpu); "
+                         "weight statistics stay on the CPU")
     group.addoption("--cache-dir", dest="mechclaims_cache_dir", default=None, metavar="DIR",
                     help="measurement cache directory (default: the user cache dir or $MECHCLAIMS_CACHE_DIR)")
 
@@ -123,11 +134,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     try:
-        config.stash[OPTIONS] = Options.from_config(config)
+        config.stash[OPTIONS] = options = Options.from_config(config)
     except MechclaimsError as exc:
         raise pytest.UsageError(str(exc)) from None
+    if options.device is not None:
+        config.stash[PREVIOUS_DEVICE] = os.environ.get(DEVICE_ENV)
+        os.environ[DEVICE_ENV] = options.device
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     if OPTIONS in config.stash:
         del config.stash[OPTIONS]
+    if PREVIOUS_DEVICE in config.stash:
+        previous = config.stash[PREVIOUS_DEVICE]
+        if previous is None:
+            os.environ.pop(DEVICE_ENV, None)
+        else:
+            os.environ[DEVICE_ENV] = previous
+        del config.stash[PREVIOUS_DEVICE]
