@@ -214,7 +214,8 @@ def _bundle_chunk(
     b64 = torch.zeros_like(w64)
     current = torch.full((n,), -torch.inf, dtype=torch.float64)
     rows = torch.arange(n)
-    step_num = step_sq = torch.zeros(0, dtype=torch.float64)
+    num_offset = torch.zeros(n, dtype=torch.float64)
+    step_sq = torch.zeros(0, dtype=torch.float64)
     tokens = torch.full((n, max_tokens), -1, dtype=torch.int64)
     cosines = torch.full((n, max_tokens), torch.nan, dtype=torch.float64)
     shortlist = np.empty((n, SHORTLIST), dtype=np.int64)
@@ -224,8 +225,8 @@ def _bundle_chunk(
         m = len(rows)
         updated = product[:m].numpy() if step and product.dtype == torch.float32 else scans.NO_PRODUCT
         bits = product[:m].view(torch.uint16).numpy() if step and product.dtype == torch.bfloat16 else scans.NO_BITS
-        scans.bundle_scan(num.numpy(), sq.numpy(), rows.numpy(), updated, bits, step_num.numpy(), step_sq.numpy(),
-                          pool.product_rel, num_err[rows].numpy(), sq_err[rows].numpy(), pool.e.numpy(),
+        scans.bundle_scan(num.numpy(), sq.numpy(), rows.numpy(), updated, bits, num_offset[rows].numpy(),
+                          step_sq.numpy(), pool.product_rel, num_err[rows].numpy(), sq_err[rows].numpy(), pool.e.numpy(),
                           b64.numpy(), w64.numpy(), w_norm.numpy(), TIE, shortlist[:m], counts[:m])
         listed = torch.from_numpy(counts[:m].copy())
         searching = listed > 0
@@ -248,11 +249,10 @@ def _bundle_chunk(
         if step == max_tokens - 1 or len(target_rows) == 0:
             break
         es64 = pool.e64[s]
-        step_num = (w64[target_rows] * es64).sum(1)
+        num_offset[target_rows] += (w64[target_rows] * es64).sum(1)
         step_sq = 2 * (b64[target_rows] * es64).sum(1) + pool.e_sq[s]
         b64[target_rows] += es64
         bundle_size = float(step + 2)
-        num_err[target_rows] += 2 * UNIT_ROUNDOFF * w_norm[target_rows] * bundle_size * pool.e_max * SAFETY
         sq_err[target_rows] += pool.step_error[s] + 2 * UNIT_ROUNDOFF * (bundle_size * pool.e_max) ** 2 * SAFETY
         torch.mm(pool.ranked[s], pool.ranked.T, out=product[: len(s)])
         if not allow_repeats:

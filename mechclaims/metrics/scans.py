@@ -13,22 +13,24 @@ NO_BITS = np.zeros((0, 0), dtype=np.uint16)
 
 
 @numba.njit(parallel=True, cache=True)
-def bundle_scan(num, sq, rows, product, product_bits, num_add, sq_add, product_rel, num_err, sq_err,
+def bundle_scan(num, sq, rows, product, product_bits, num_offset, sq_add, product_rel, num_err, sq_err,
                 candidates, bundle, target, target_norm, tie, shortlist, counts):  # pragma: no cover - compiled
     """One greedy step for the targets `rows` of a chunk (see metrics/bundling.py for the algorithm).
 
-    num, sq: (n, V) float32, row j holding w_j.(b_j + e_t) and ||b_j + e_t||^2 for every token t
-    (num = -inf: not a candidate). When `product` (m, V) float32 or `product_bits` (m, V) bfloat16 bits
-    has rows, row i first adds the previous step's token s: num += num_add[i], sq += 2 p + sq_add[i]
-    - 2 product_rel |p| with p = E.e_s (the last term charges the product's output rounding to sq, so
-    sq stays a lower bound). Then, with |num - exact| <= num_err[i] and exact sq >= sq - sq_err[i]:
+    num, sq: (n, V) float32, row j holding w_j.e_t and ||b_j + e_t||^2 for every token t (num = -inf: not
+    a candidate); num_offset[i] = w.b (exact) completes w.(b + e_t). When `product` (m, V) float32 or
+    `product_bits` (m, V) bfloat16 bits has rows, row i first adds the previous step's token s:
+    sq += 2 p + sq_add[i] - 2 product_rel |p| with p = E.e_s (the last term charges the product's output
+    rounding to sq, so sq stays a lower bound). Then, with |num + num_offset - exact| <= num_err[i] and
+    exact sq >= sq - sq_err[i]:
 
-        upper_t = (num_t + num_err) / sqrt(sq_t - sq_err)  >=  cos(b + e_t, w) ||w||,
+        upper_t = (num_t + num_offset + num_err) / sqrt(sq_t - sq_err)  >=  cos(b + e_t, w) ||w||,
 
-    the reference token r maximises num_t / sqrt(sq_t) (compared as num |num| / sq), its cosine is
-    computed exactly in float64 from `candidates`, `bundle` and `target`, and every token with
-    upper_t >= cut = (cos_r - tie) ||w|| (tested as upper_t^2 >= cut^2 where cut > 0) goes to shortlist[i] (counts[i] of them; more than the shortlist's width overflow). No token left
-    out can be within `tie` of the best cosine.
+    the reference token r maximises (num_t + num_offset) / sqrt(sq_t) (compared as x |x| / sq), its cosine
+    is computed exactly in float64 from `candidates`, `bundle` and `target`, and every token with
+    upper_t >= cut = (cos_r - tie) ||w|| (tested as upper_t^2 >= cut^2 where cut > 0) goes to
+    shortlist[i] (counts[i] of them; more than the shortlist's width overflow). No token left out can be
+    within `tie` of the best cosine.
     """
     vocab = num.shape[1]
     dim = candidates.shape[1]
@@ -46,17 +48,16 @@ def bundle_scan(num, sq, rows, product, product_bits, num_add, sq_add, product_r
                 p_row = bits.view(np.float32)
             else:
                 p_row = product[i]
-            step_num = np.float32(num_add[i])
             for t in range(vocab):
                 p = np.float64(p_row[t])
                 sq_row[t] = np.float32(sq_row[t] + 2.0 * p + sq_add[i] - 2.0 * product_rel * abs(p))
-                num_row[t] = num_row[t] + step_num
+        offset = np.float32(num_offset[i])
         reference = -1
         best_num = np.float32(0.0)
         best_sq = np.float32(1.0)
         for t in range(vocab):
-            value = num_row[t]
-            if value != -np.inf:
+            if num_row[t] != -np.inf:
+                value = num_row[t] + offset
                 size = max(sq_row[t], np.float32(1e-30))
                 if reference < 0 or value * abs(value) * best_sq > best_num * abs(best_num) * size:
                     reference = t
@@ -74,11 +75,12 @@ def bundle_scan(num, sq, rows, product, product_bits, num_add, sq_add, product_r
         cos = dot / (max(np.sqrt(norm_sq), 1e-300) * target_norm[j])
         cut = (cos - tie - 1e-10 * (1.0 + abs(cos))) * target_norm[j]
         cut_sq = cut * cut * (1.0 - 1e-12)
+        shift = num_offset[i] + num_err[i]
         found = 0
         for t in range(vocab):
             if num_row[t] == -np.inf:
                 continue
-            high = np.float64(num_row[t]) + num_err[i]
+            high = np.float64(num_row[t]) + shift
             low = np.float64(sq_row[t]) - sq_err[i]
             if cut <= 0.0 or (high > 0.0 and (low <= 0.0 or high * high >= cut_sq * low)):
                 if found < width:
