@@ -161,7 +161,8 @@ def _record(benchmark: BenchmarkFixture, reference: Timed, matmul_gflops: dict[s
     """Seconds, the ratio to the reference and GFLOP/s against the in-run matmuls, into extra_info."""
     seconds = benchmark.stats.stats.median
     gflops = PRODUCT_FLOPS / seconds / 1e9
-    benchmark.extra_info.update(seconds=seconds, speedup_vs_reference=reference.seconds / seconds, product_gflops=gflops,
+    benchmark.extra_info.update(seconds=seconds, speedup_vs_reference=reference.seconds / seconds,
+                                product_gflops=gflops,
                                 **{f"product_gflops_vs_{k}_matmul": gflops / v for k, v in matmul_gflops.items()})
     return seconds
 

@@ -47,5 +47,6 @@ def matmul_gflops() -> dict[str, float]:
     for dtype in (torch.float32, torch.bfloat16):
         a, b, out = matmul_operands(dtype)
         torch.mm(a, b, out=out)
-        speeds[str(dtype).removeprefix("torch.")] = 2 * MATMUL**3 / timed(torch.mm, a, b, out=out, rounds=3).seconds / 1e9
+        seconds = timed(torch.mm, a, b, out=out, rounds=3).seconds
+        speeds[str(dtype).removeprefix("torch.")] = 2 * MATMUL**3 / seconds / 1e9
     return speeds

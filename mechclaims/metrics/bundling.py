@@ -173,10 +173,8 @@ def _exact_choice(
     Returns (token, cosine) per target (cosine -inf where none is listed); cosines within TIE of the
     maximum tie, and a tie goes to the lowest token id.
     """
-    exact = torch.cat([
-        _cosines_of(b64[rows[i:i + pairs_per_pass]] + e64[tokens[i:i + pairs_per_pass]], w64[rows[i:i + pairs_per_pass]])
-        for i in range(0, len(rows), pairs_per_pass)
-    ]) if len(rows) else torch.zeros(0, dtype=torch.float64)
+    parts = [(rows[i:i + pairs_per_pass], tokens[i:i + pairs_per_pass]) for i in range(0, len(rows), pairs_per_pass)]
+    exact = torch.cat([_cosines_of(b64[r] + e64[t], w64[r]) for r, t in parts] or [torch.zeros(0, dtype=torch.float64)])
     top = torch.full((n,), -torch.inf, dtype=torch.float64).scatter_reduce(0, rows, exact, "amax")
     winners = exact >= top[rows] - TIE
     token = torch.full((n,), torch.iinfo(torch.int64).max).scatter_reduce(0, rows[winners], tokens[winners], "amin")
@@ -226,8 +224,8 @@ def _bundle_chunk(
         updated = product[:m].numpy() if step and product.dtype == torch.float32 else scans.NO_PRODUCT
         bits = product[:m].view(torch.uint16).numpy() if step and product.dtype == torch.bfloat16 else scans.NO_BITS
         scans.bundle_scan(num.numpy(), sq.numpy(), rows.numpy(), updated, bits, num_offset[rows].numpy(),
-                          step_sq.numpy(), pool.product_rel, num_err[rows].numpy(), sq_err[rows].numpy(), pool.e.numpy(),
-                          b64.numpy(), w64.numpy(), w_norm.numpy(), TIE, shortlist[:m], counts[:m])
+                          step_sq.numpy(), pool.product_rel, num_err[rows].numpy(), sq_err[rows].numpy(),
+                          pool.e.numpy(), b64.numpy(), w64.numpy(), w_norm.numpy(), TIE, shortlist[:m], counts[:m])
         listed = torch.from_numpy(counts[:m].copy())
         searching = listed > 0
         if not bool(searching.any()):
