@@ -7,24 +7,28 @@ when no token raises the cosine. Exact and batched over targets: with
     num_t = w.(b + e_t)   and   sq_t = ||b + e_t||^2,   cos(b + e_t, w) = num_t / (||w|| sqrt(sq_t)),
 
 E.w is computed once per target (float32), and adding token s updates every token's terms by
-num_t += w.e_s and sq_t += 2 e_t.e_s + (2 b.e_s + ||e_s||^2): one (n x d) @ (d x V) product per
-step, in float32 or, where the probe in `mechclaims/kernels.py` finds bfloat16 units, in bfloat16.
-The scalar increments are exact float64. Low precision only ranks: `scans.bundle_scan` keeps
-rigorous bounds on each term's error (below) and shortlists every token whose upper bound on the
-cosine reaches the exact float64 cosine of the best-looking token; the shortlist is re-scored in
-float64, so the bundles are the exact greedy bundles in either precision (tests/test_metrics_bundling.py).
+num_t += w.e_s and sq_t += 2 e_t.e_s + (2 b.e_s + ||e_s||^2): one (k x d) @ (d x V) product per
+step for the k distinct tokens the targets chose (targets that chose the same token share a row), in
+float32 or, where the probe in `mechclaims/kernels.py` finds bfloat16 units faster, in bfloat16. The
+scalar increments are exact float64, and low precision only ranks. The float32 search keeps
+vocabulary-major buffers and re-scores in float64 the tokens within FLOAT32_SLACK of its best (see
+`_Float32Search`). The bfloat16 search keeps target-major buffers and one fused numba pass per step
+(`scans.bundle_scan`) with rigorous bounds on each term's error (below): it shortlists every token
+whose upper bound on the cosine reaches the exact float64 cosine of the best-looking token, and
+re-scores the shortlist in float64. Both give the exact greedy bundles (tests/test_metrics_bundling.py).
 
 Error bounds per target (u = 2^-24, gamma = d u / (1 - d u), the float32 accumulation bound
 |fl(a.b) - a.b| <= gamma sum |a_i b_i| <= gamma ||a|| ||b||; r = e - bf16(e), rho = max ||r||,
-beta = max ||bf16(e)||): num is off by at most 2 gamma max||e|| ||w|| plus u-sized roundings of its
-float32 sums; each step's float32 product adds at most 2 (2 gamma max||e|| ||e_s||) to the error of
-sq, and a bfloat16 product at most 2 (rho ||e_s|| + beta ||r_s|| + 2 gamma beta ||bf16(e_s)||) plus
-its output rounding, at most 2^-7 |p|, charged element by element.
+beta = max ||bf16(e)||): E.w is off by at most 2 gamma max||e|| ||w||; each step's float32 product
+adds at most 2 (2 gamma max||e|| ||e_s||) to the error of sq, a bfloat16 product at most
+2 (rho ||e_s|| + beta ||r_s|| + 2 gamma beta ||bf16(e_s)||) plus its output rounding, at most
+2^-7 |p|, charged element by element; storing sq in float32 adds 2u (size max||e||)^2 per step.
 
 FAISS is not used in the exact search. Its exact top-1 search (IndexFlatIP) finds the first token
 faster than the first step alone (benchmarks/test_bundling_bench.py), but no later step's cosine is
-an inner product with a fixed query. The paper's own search, FAISS candidates of the residual
-w - b, is `search="faiss"` (`faiss_bundles`), reported beside its agreement with the exact search.
+an inner product with a fixed query. The paper's own search, FAISS candidates of the residual (the
+part of w the bundle does not yet explain), is `search="faiss"` (`faiss_bundles`), reported beside its
+agreement with the exact search.
 """
 
 from __future__ import annotations
@@ -39,13 +43,15 @@ import torch
 from tqdm import tqdm
 
 from mechclaims.errors import MechclaimsError
-from mechclaims.kernels import product_kernel
+from mechclaims.kernels import KERNELS, product_kernel
 from mechclaims.metrics import scans
 from mechclaims.metrics.orthogonality import divide_rows, embedding_variant
 from mechclaims.measurement import Curve, Measurement, ParamAxis, Source
 
 TIE = 1e-12
 SHORTLIST = 64
+FLOAT32_SLACK = 1e-5
+"""The float32 search's margin: tokens within FLOAT32_SLACK (|best| + ||w||) of the float32 best are re-scored."""
 """Tokens re-scored in float64 per target and step; a target with more is re-scored over the vocabulary."""
 UNIT_ROUNDOFF = 2.0**-24
 BF16_OUTPUT_ROUNDING = 2.0**-7
@@ -142,19 +148,19 @@ def greedy_bundles(
         raise ValueError("max_tokens must be at least 1")
     e = torch.as_tensor(np.ascontiguousarray(candidates, dtype=np.float32))
     w_all = torch.as_tensor(np.ascontiguousarray(targets, dtype=np.float32))
-    pool = _Candidates.of(e, kernel or product_kernel().name)
+    name = kernel or product_kernel().name
+    if name not in KERNELS:
+        raise MechclaimsError(f"unknown product kernel {name!r}: use {' or '.join(KERNELS)}")
+    pool = _Candidates.of(e, name)
     n = w_all.shape[0]
     width = max(1, min(chunk, n))
-    buffers = (torch.empty(width, e.shape[0]), torch.empty(width, e.shape[0]),
-               torch.empty(width, e.shape[0], dtype=pool.ranked.dtype))
+    search = _Float32Search(pool, width) if name == "float32" else _Bfloat16Search(pool, width)
     tokens = np.full((n, max_tokens), -1, dtype=np.int64)
     cosines = np.full((n, max_tokens), np.nan)
     with tqdm(total=math.ceil(n / width) * max_tokens, desc=progress, unit="step", disable=progress is None) as bar:
         for start in range(0, n, width):
             stop = min(start + width, n)
-            tokens[start:stop], cosines[start:stop] = _bundle_chunk(
-                pool, w_all[start:stop], max_tokens, allow_repeats, buffers, bar
-            )
+            tokens[start:stop], cosines[start:stop] = search.chunk(w_all[start:stop], max_tokens, allow_repeats, bar)
     final = np.max(np.where(np.isnan(cosines), -np.inf, cosines), axis=1)
     return Bundles(tokens=tokens, cosines=cosines, final=final)
 
@@ -190,7 +196,92 @@ def _full_choice(
     return (exact >= top - TIE).nonzero()[0, 0], top
 
 
-def _bundle_chunk(
+class _Float32Search:
+    """The search with float32 products: vocabulary-major (V x n) buffers, allocated once and reused, and
+    torch passes per step. The float32 scores' rounding is covered by FLOAT32_SLACK (the near-best tokens
+    are re-scored in float64, and a target whose float32 best is not confirmed there is re-scored over the
+    whole vocabulary); on CPUs without bfloat16 units this is the faster layout (MKL's float32 product runs
+    at about 1.3x in it)."""
+
+    def __init__(self, pool: _Candidates, width: int) -> None:
+        vocab = pool.e.shape[0]
+        self.pool = pool
+        self.num, self.sq, self.score = (torch.empty(vocab * width) for _ in range(3))
+        self.near = torch.empty(vocab * width, dtype=torch.bool)
+
+    def chunk(self, w: torch.Tensor, max_tokens: int, allow_repeats: bool, bar: Any) -> tuple[np.ndarray, np.ndarray]:
+        """(tokens, exact float64 cosines) for one chunk of targets."""
+        pool = self.pool
+        n = w.shape[0]
+        num, sq, score, near = (buffer[: pool.e.shape[0] * n].view(-1, n)
+                                for buffer in (self.num, self.sq, self.score, self.near))
+        w64 = w.double()
+        w_norm = w.norm(dim=1)
+        zero = pool.e_sq == 0
+        torch.mm(pool.e, w.T, out=num)
+        num[zero] = -torch.inf
+        sq.copy_(pool.e_sq.float()[:, None].expand_as(sq))
+        b64 = torch.zeros_like(w64)
+        current = torch.full((n,), -torch.inf, dtype=torch.float64)
+        active = torch.ones(n, dtype=torch.bool)
+        tokens = torch.full((n, max_tokens), -1, dtype=torch.int64)
+        cosines = torch.full((n, max_tokens), torch.nan, dtype=torch.float64)
+        for step in range(max_tokens):
+            bar.update(1)
+            torch.rsqrt(sq, out=score).mul_(num)
+            best = score.amax(dim=0)
+            searching = active & best.isfinite()
+            if not bool(searching.any()):
+                break
+            slack = FLOAT32_SLACK * (best.abs() + w_norm)
+            torch.ge(score, torch.where(searching, best - slack, torch.inf)[None, :], out=near)
+            listed, columns = near.nonzero(as_tuple=True)
+            chosen, cosine = _exact_choice(columns, listed, b64, pool.e64, w64, n)
+            for i in (searching & (cosine * w_norm < best - 2 * slack)).nonzero(as_tuple=True)[0]:
+                used = zero.clone()
+                used[tokens[i, :step]] = not allow_repeats
+                chosen[i], cosine[i] = _full_choice(b64[i], pool.e64, w64[i], used)
+            improves = searching & (cosine > current + TIE)
+            idx = improves.nonzero(as_tuple=True)[0]
+            s = chosen[idx]
+            active = improves
+            tokens[idx, step] = s
+            cosines[idx, step] = cosine[idx]
+            current[idx] = cosine[idx]
+            if step == max_tokens - 1 or len(idx) == 0:
+                break
+            es64 = pool.e64[s]
+            step_num = torch.zeros(n, dtype=torch.float64)
+            step_num[idx] = (w64[idx] * es64).sum(1)
+            step_sq = torch.zeros(n, dtype=torch.float64)
+            step_sq[idx] = 2 * (b64[idx] * es64).sum(1) + pool.e_sq[s]
+            added = torch.zeros(pool.e.shape[1], n)
+            added[:, idx] = pool.e[s].T
+            num.add_(step_num.float()[None, :])
+            sq.addmm_(pool.e, added, alpha=2).add_(step_sq.float()[None, :]).clamp_(min=1e-30)
+            b64[idx] += es64
+            if not allow_repeats:
+                num[s, idx] = -torch.inf
+        bar.update(max_tokens - 1 - step)
+        return tokens.numpy(), cosines.numpy()
+
+
+class _Bfloat16Search:
+    """The search with bfloat16 products: target-major (n x V) buffers, one fused scan per step
+    (`scans.bundle_scan`) with rigorous error bounds."""
+
+    def __init__(self, pool: _Candidates, width: int) -> None:
+        vocab = pool.e.shape[0]
+        self.pool = pool
+        self.buffers = (torch.empty(width, vocab), torch.empty(width, vocab),
+                        torch.empty(width, vocab, dtype=pool.ranked.dtype))
+
+    def chunk(self, w: torch.Tensor, max_tokens: int, allow_repeats: bool, bar: Any) -> tuple[np.ndarray, np.ndarray]:
+        """(tokens, exact float64 cosines) for one chunk of targets."""
+        return _bfloat16_chunk(self.pool, w, max_tokens, allow_repeats, self.buffers, bar)
+
+
+def _bfloat16_chunk(
     pool: _Candidates,
     w: torch.Tensor,
     max_tokens: int,
@@ -198,7 +289,7 @@ def _bundle_chunk(
     buffers: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
     bar: Any,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(tokens, exact float64 cosines) for one chunk of targets."""
+    """(tokens, exact float64 cosines) for one chunk of targets, bfloat16 products."""
     n = w.shape[0]
     num, sq, product = (buffer[:n] for buffer in buffers)
     w64 = w.double()
@@ -213,6 +304,7 @@ def _bundle_chunk(
     current = torch.full((n,), -torch.inf, dtype=torch.float64)
     rows = torch.arange(n)
     num_offset = torch.zeros(n, dtype=torch.float64)
+    shared = shared_row = torch.zeros(0, dtype=torch.int64)
     step_sq = torch.zeros(0, dtype=torch.float64)
     tokens = torch.full((n, max_tokens), -1, dtype=torch.int64)
     cosines = torch.full((n, max_tokens), torch.nan, dtype=torch.float64)
@@ -221,9 +313,12 @@ def _bundle_chunk(
     for step in range(max_tokens):
         bar.update(1)
         m = len(rows)
-        updated = product[:m].numpy() if step and product.dtype == torch.float32 else scans.NO_PRODUCT
-        bits = product[:m].view(torch.uint16).numpy() if step and product.dtype == torch.bfloat16 else scans.NO_BITS
-        scans.bundle_scan(num.numpy(), sq.numpy(), rows.numpy(), updated, bits, num_offset[rows].numpy(),
+        distinct = len(shared)
+        updated = product[:distinct].numpy() if step and product.dtype == torch.float32 else scans.NO_PRODUCT
+        bits = (product[:distinct].view(torch.uint16).numpy() if step and product.dtype == torch.bfloat16
+                else scans.NO_BITS)
+        scans.bundle_scan(num.numpy(), sq.numpy(), rows.numpy(), updated, bits, shared_row.numpy(),
+                          num_offset[rows].numpy(),
                           step_sq.numpy(), pool.product_rel, num_err[rows].numpy(), sq_err[rows].numpy(),
                           pool.e.numpy(), b64.numpy(), w64.numpy(), w_norm.numpy(), TIE, shortlist[:m], counts[:m])
         listed = torch.from_numpy(counts[:m].copy())
@@ -252,7 +347,8 @@ def _bundle_chunk(
         b64[target_rows] += es64
         bundle_size = float(step + 2)
         sq_err[target_rows] += pool.step_error[s] + 2 * UNIT_ROUNDOFF * (bundle_size * pool.e_max) ** 2 * SAFETY
-        torch.mm(pool.ranked[s], pool.ranked.T, out=product[: len(s)])
+        shared, shared_row = torch.unique(s, return_inverse=True)
+        torch.mm(pool.ranked[shared], pool.ranked.T, out=product[: len(shared)])
         if not allow_repeats:
             num[target_rows, s] = -torch.inf
         rows = target_rows
