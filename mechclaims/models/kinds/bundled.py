@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 import torch
+from safetensors.torch import save_model
 
 from mechclaims.errors import MechclaimsError
 from mechclaims.models.kinds import hub
@@ -48,8 +49,9 @@ def dequantised_folder(gguf: Path) -> Path:
 
 
 def _dequantised(folder: Path) -> tuple[Any, Any]:
-    """SmolLM2's model and tokenizer. The first load dequantises the GGUF file (about a minute on 2 cores) and
-    saves the result as safetensors beside its tokenizer, moved into place whole; every load reads that copy."""
+    """SmolLM2's model and tokenizer. The first load dequantises the GGUF file and saves the result as
+    safetensors (`safetensors.torch.save_model`: transformers refuses to serialise a GGUF-loaded model) beside
+    its config and tokenizer, moved into place whole; every load reads that copy."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     cached = dequantised_folder(folder / SMOLLM2_GGUF)
@@ -59,7 +61,8 @@ def _dequantised(folder: Path) -> tuple[Any, Any]:
         cached.parent.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(dir=cached.parent, prefix=".partial-"))
         try:
-            model.save_pretrained(scratch, safe_serialization=True)
+            save_model(model, str(scratch / "model.safetensors"), metadata={"format": "pt"})
+            model.config.save_pretrained(scratch)
             tokenizer.save_pretrained(scratch)
             os.replace(scratch, cached)
         except OSError:
