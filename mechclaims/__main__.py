@@ -1,6 +1,7 @@
 """`python -m mechclaims models | evaluate CLAIM MODEL [--param NAME=VALUE] [--json out.json]
 | report RESULTS.json [MORE.json ...] [--out report.html]
-| sweep RESULTS.json --sweep CLAIM[:PARAM]=START:STOP:STEP ... [--out sweep.html] [--json sweep.json]`."""
+| sweep RESULTS.json --sweep CLAIM[:PARAM]=START:STOP:STEP ... [--out sweep.html] [--json sweep.json]
+| bench check|baseline|table BENCH.json ...` (see mechclaims/bench.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 
+from mechclaims import bench
 from mechclaims.atomic import atomic_write_text
 from mechclaims.errors import MechclaimsError
 from mechclaims.models import BUNDLED
@@ -89,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     one.add_argument("--claims-dir", type=Path, default=Path("claims"), help="the folder of claims modules")
     one.add_argument("--json", type=Path, default=None, help="also write the Result as JSON")
     one.set_defaults(run=_evaluate)
+    bench.add_commands(commands)
     args = parser.parse_args(argv)
     try:
         args.run(args)

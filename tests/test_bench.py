@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from mechclaims import bench
+from mechclaims.__main__ import main
 from mechclaims.errors import MechclaimsError
 
 
@@ -42,20 +43,23 @@ def test_a_ratio_more_than_20_percent_below_its_baseline_is_a_regression() -> No
 def test_check_fails_on_a_regression_and_passes_within_tolerance(tmp_path: Path,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
     baseline = write(tmp_path / "baseline.json", bench.ratios(results(4.0)))
-    assert bench.main(["check", str(write(tmp_path / "now.json", results(3.5))), str(baseline)]) == 0
-    assert bench.main(["check", str(write(tmp_path / "slow.json", results(3.0))), str(baseline)]) == 1
-    assert "bench regression: test_float32:speedup_vs_reference: 3.00 < 3.20" in capsys.readouterr().err
-    assert bench.main(["check", str(write(tmp_path / "cpu.json", results(4.0, bf16=False))), str(baseline)]) == 0
+    assert main(["bench", "check", str(write(tmp_path / "now.json", results(3.5))), str(baseline)]) == 0
+    assert main(["bench", "check", str(write(tmp_path / "slow.json", results(3.0))), str(baseline)]) == 2
+    err = capsys.readouterr().err
+    assert "bench regression: test_float32:speedup_vs_reference: 3.00 < 3.20" in err
+    assert "error: 1 benchmark ratios fell more than 20% below" in err
+    assert main(["bench", "check", str(write(tmp_path / "cpu.json", results(4.0, bf16=False))), str(baseline)]) == 0
 
 
 def test_unreadable_results_and_baselines_are_one_line_errors(tmp_path: Path,
                                                               capsys: pytest.CaptureFixture[str]) -> None:
-    assert bench.main(["check", str(tmp_path / "absent.json"), str(tmp_path / "b.json")]) == 2
+    write(tmp_path / "b.json", {})
+    assert main(["bench", "check", str(tmp_path / "absent.json"), str(tmp_path / "b.json")]) == 2
     assert "run `tox -e bench` first" in capsys.readouterr().err
     with pytest.raises(MechclaimsError, match="is not pytest-benchmark JSON"):
         bench.load(write(tmp_path / "other.json", {"results": []}))
-    assert bench.main(["check", str(write(tmp_path / "ok.json", results(4.0))), str(tmp_path / "none.json")]) == 2
-    assert "write one with `python -m mechclaims.bench baseline" in capsys.readouterr().err
+    assert main(["bench", "check", str(write(tmp_path / "ok.json", results(4.0))), str(tmp_path / "none.json")]) == 2
+    assert "write one with `python -m mechclaims bench baseline" in capsys.readouterr().err
 
 
 def test_the_table_lists_each_benchmark_with_its_ratios_and_the_machine() -> None:
@@ -69,7 +73,7 @@ def test_the_table_lists_each_benchmark_with_its_ratios_and_the_machine() -> Non
 def test_the_readme_table_is_replaced_between_its_markers(tmp_path: Path) -> None:
     readme = tmp_path / "README.md"
     readme.write_text(f"before\n{bench.TABLE_START}\nold\n{bench.TABLE_END}\nafter\n")
-    assert bench.main(["table", str(write(tmp_path / "r.json", results(4.0))), "--readme", str(readme)]) == 0
+    assert main(["bench", "table", str(write(tmp_path / "r.json", results(4.0))), "--readme", str(readme)]) == 0
     text = readme.read_text()
     assert text.startswith("before\n") and text.endswith(f"{bench.TABLE_END}\nafter\n")
     assert "old" not in text and "`test_float32`" in text
