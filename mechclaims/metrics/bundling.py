@@ -196,6 +196,18 @@ def _full_choice(
     return (exact >= top - TIE).nonzero()[0, 0], top
 
 
+def _keep_improving(rows: torch.Tensor, chosen: torch.Tensor, cosine: torch.Tensor, current: torch.Tensor,
+                    tokens: torch.Tensor, cosines: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The targets `rows` whose exact best cosine (-inf: none found) beats their current one by more than TIE
+    take their chosen token at `step`; returns (those targets, their tokens)."""
+    improves = cosine > current[rows] + TIE
+    kept, s = rows[improves], chosen[improves]
+    tokens[kept, step] = s
+    cosines[kept, step] = cosine[improves]
+    current[kept] = cosine[improves]
+    return kept, s
+
+
 class _Float32Search:
     """The search with float32 products: vocabulary-major (V x n) buffers, allocated once and reused, and
     torch passes per step. The float32 scores' rounding is covered by FLOAT32_SLACK (the near-best tokens
@@ -241,13 +253,9 @@ class _Float32Search:
                 used = zero.clone()
                 used[tokens[i, :step]] = not allow_repeats
                 chosen[i], cosine[i] = _full_choice(b64[i], pool.e64, w64[i], used)
-            improves = searching & (cosine > current + TIE)
-            idx = improves.nonzero(as_tuple=True)[0]
-            s = chosen[idx]
-            active = improves
-            tokens[idx, step] = s
-            cosines[idx, step] = cosine[idx]
-            current[idx] = cosine[idx]
+            idx, s = _keep_improving(torch.arange(n), chosen, cosine, current, tokens, cosines, step)
+            active = torch.zeros(n, dtype=torch.bool)
+            active[idx] = True
             if step == max_tokens - 1 or len(idx) == 0:
                 break
             es64 = pool.e64[s]
@@ -334,11 +342,7 @@ def _bfloat16_chunk(
             used = zero.clone()
             used[tokens[rows[i], :step]] = not allow_repeats
             chosen[i], cosine[i] = _full_choice(b64[rows[i]], pool.e64, w64[rows[i]], used)
-        improves = searching & (cosine > current[rows] + TIE)
-        target_rows, s = rows[improves], chosen[improves]
-        tokens[target_rows, step] = s
-        cosines[target_rows, step] = cosine[improves]
-        current[target_rows] = cosine[improves]
+        target_rows, s = _keep_improving(rows, chosen, cosine, current, tokens, cosines, step)
         if step == max_tokens - 1 or len(target_rows) == 0:
             break
         es64 = pool.e64[s]
