@@ -47,11 +47,12 @@ def distribution_histogram(real: list[float], null: list[float] | None, label: s
     """Real and null distributions on one density histogram with shared bins; the cut-off as a line."""
     figure, axes = plt.subplots(figsize=(5, 3))
     values = np.asarray(real, dtype=float)
-    everything = values if null is None else np.concatenate([values, np.asarray(null, dtype=float)])
+    nulls = None if null is None else np.asarray(null, dtype=float)
+    everything = values if nulls is None else np.concatenate([values, nulls])
     bins = np.histogram_bin_edges(everything[np.isfinite(everything)], bins=60)
     axes.hist(values, bins=bins, density=True, alpha=0.6, color="#1565c0", label="model")
-    if null is not None:
-        axes.hist(null, bins=bins, density=True, alpha=0.5, color="#9e9e9e", label="null")
+    if nulls is not None:
+        axes.hist(nulls, bins=bins, density=True, alpha=0.5, color="#9e9e9e", label="null")
     if cutoff is not None:
         axes.axvline(cutoff, color="black", linestyle="--", linewidth=1, label=f"threshold at {cutoff:g}")
     axes.set_xlabel(label)
@@ -191,13 +192,14 @@ def category_heatmap(categories: list[str], matrix: list[list[float]], title: st
 def head_histograms(real: dict[str, list[float]], null: list[float] | None, label: str) -> str:
     """Small multiples, one per head: its distribution (model) over the pooled null distribution."""
     heads = list(real)[:6]
+    nulls = None if null is None else np.asarray(null, dtype=float)
     figure, axes = plt.subplots(1, max(len(heads), 1), figsize=(2.2 * max(len(heads), 1), 2.4), squeeze=False)
     for axis, head in zip(axes[0], heads):
         values = np.asarray(real[head], dtype=float)
-        bins = np.histogram_bin_edges(values if null is None else np.concatenate([values, null]), bins=20)
+        bins = np.histogram_bin_edges(values if nulls is None else np.concatenate([values, nulls]), bins=20)
         axis.hist(values, bins=bins, density=True, alpha=0.6, color="#1565c0", label="model")
-        if null is not None:
-            axis.hist(null, bins=bins, density=True, alpha=0.5, color="#9e9e9e", label="null (all heads)")
+        if nulls is not None:
+            axis.hist(nulls, bins=bins, density=True, alpha=0.5, color="#9e9e9e", label="null (all heads)")
         axis.set_title(f"head {head}", fontsize=8)
         axis.tick_params(labelsize=6)
     axes[0][0].set_xlabel(label, fontsize=7)
