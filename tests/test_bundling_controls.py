@@ -121,3 +121,14 @@ def test_paper_threshold_is_the_quoted_number() -> None:
     threshold = CLAIM.threshold
     assert (threshold.statistic, threshold.at, threshold.op, threshold.value, threshold.origin) == (
         "fraction_at_least", 0.5, ">", 0.80, "paper")
+
+
+def test_the_paper_faiss_search_is_a_parameter_that_reports_its_agreement(planted: Model) -> None:
+    """search="faiss" on the planted model: the residual's nearest tokens hold the planted ones, so it agrees with
+    the exact search on every neuron it is compared on, and its headline statistic equals the exact search's."""
+    exact = bundling.layer_bundle_cosines(planted, max_tokens=PLANTED_K)
+    found = bundling.layer_bundle_cosines(planted, max_tokens=PLANTED_K, search="faiss")
+    assert "search_identical_fraction" not in exact.statistics
+    assert found.statistics["search_identical_fraction"] == 1.0
+    assert found.statistics["search_max_cosine_gap"] == pytest.approx(0.0, abs=1e-12)
+    assert found.statistics["mean_final_cosine"] == pytest.approx(exact.statistics["mean_final_cosine"], abs=1e-12)
