@@ -7,15 +7,16 @@ when no token raises the cosine. Exact and batched over targets: with
     num_t = w.(b + e_t)   and   sq_t = ||b + e_t||^2,   cos(b + e_t, w) = num_t / (||w|| sqrt(sq_t)),
 
 E.w is computed once per target (float32), and adding token s updates every token's terms by
-num_t += w.e_s and sq_t += 2 e_t.e_s + (2 b.e_s + ||e_s||^2): one (k x d) @ (d x V) product per
-step for the k distinct tokens the targets chose (targets that chose the same token share a row), in
-float32 or, where the probe in `mechclaims/kernels.py` finds bfloat16 units faster, in bfloat16. The
-scalar increments are exact float64, and low precision only ranks. The float32 search keeps
-vocabulary-major buffers and re-scores in float64 the tokens within FLOAT32_SLACK of its best (see
-`_Float32Search`). The bfloat16 search keeps target-major buffers and one fused numba pass per step
-(`scans.bundle_scan`) with rigorous bounds on each term's error (below): it shortlists every token
-whose upper bound on the cosine reaches the exact float64 cosine of the best-looking token, and
-re-scores the shortlist in float64. Both give the exact greedy bundles (tests/test_metrics_bundling.py).
+num_t += w.e_s and sq_t += 2 e_t.e_s + (2 b.e_s + ||e_s||^2): one product of the vocabulary with
+the chosen tokens per step, in float32 or, where the probe in `mechclaims/kernels.py` finds bfloat16
+units faster, in bfloat16. The scalar increments are exact float64, and low precision only ranks.
+The float32 search keeps vocabulary-major buffers and re-scores in float64 the tokens within
+FLOAT32_SLACK of its best (`_Float32Search`). The bfloat16 search keeps target-major buffers, computes
+one product row per distinct chosen token (targets that chose the same token share it), and runs one
+fused numba pass per step (`scans.bundle_scan`) with rigorous bounds on each term's error (below): it
+shortlists every token whose upper bound on the cosine reaches the exact float64 cosine of the
+best-looking token, and re-scores the shortlist in float64. Both give the exact greedy bundles
+(tests/test_metrics_bundling.py).
 
 Error bounds per target (u = 2^-24, gamma = d u / (1 - d u), the float32 accumulation bound
 |fl(a.b) - a.b| <= gamma sum |a_i b_i| <= gamma ||a|| ||b||; r = e - bf16(e), rho = max ||r||,
@@ -50,9 +51,9 @@ from mechclaims.measurement import Curve, Measurement, ParamAxis, Source
 
 TIE = 1e-12
 SHORTLIST = 64
+"""Tokens re-scored in float64 per target and step; a target with more is re-scored over the vocabulary."""
 FLOAT32_SLACK = 1e-5
 """The float32 search's margin: tokens within FLOAT32_SLACK (|best| + ||w||) of the float32 best are re-scored."""
-"""Tokens re-scored in float64 per target and step; a target with more is re-scored over the vocabulary."""
 UNIT_ROUNDOFF = 2.0**-24
 BF16_OUTPUT_ROUNDING = 2.0**-7
 """Relative error of a product rounded to bfloat16: one unit in its last place, whether rounded or truncated."""
@@ -90,40 +91,43 @@ class Bundles:
 
 @dataclass(frozen=True)
 class _Candidates:
-    """The candidate rows in float32 (e) and float64 (e64), their low-precision copy for the products
-    (ranked: bfloat16 or e itself), and the constants of the error bounds."""
+    """The candidate rows in float32 (e) and float64 (e64), and their squared norms (float64)."""
 
     e: torch.Tensor
     e64: torch.Tensor
-    ranked: torch.Tensor
     e_sq: torch.Tensor
-    e_norm: torch.Tensor
-    step_error: torch.Tensor
-    """Per token s: the most that adding s's product can move any token's sq (before output rounding)."""
-    product_rel: float
-    gamma: float
-    e_max: float
 
     @classmethod
-    def of(cls, e: torch.Tensor, kernel: str) -> _Candidates:
+    def of(cls, e: torch.Tensor) -> _Candidates:
         e64 = e.double()
-        e_sq = e64.square().sum(1)
-        e_norm = e_sq.sqrt()
-        e_max = float(e_norm.max()) if len(e_norm) else 0.0
-        gamma = e.shape[1] * UNIT_ROUNDOFF / (1 - e.shape[1] * UNIT_ROUNDOFF)
-        if kernel == "bfloat16":
-            ranked = e.bfloat16()
-            low = ranked.double()
-            residual = (e64 - low).norm(dim=1)
-            low_norm = low.norm(dim=1)
-            rho, beta = float(residual.max()), float(low_norm.max())
-            step_error = 2 * (rho * e_norm + beta * residual + 2 * gamma * beta * low_norm * (1 + BF16_OUTPUT_ROUNDING))
-            product_rel = BF16_OUTPUT_ROUNDING / (1 - BF16_OUTPUT_ROUNDING)
-        else:
-            ranked = e
-            step_error = 2 * (2 * gamma * e_max * e_norm)
-            product_rel = 0.0
-        return cls(e, e64, ranked, e_sq, e_norm, step_error * SAFETY, product_rel * SAFETY, gamma, e_max)
+        return cls(e, e64, e64.square().sum(1))
+
+
+@dataclass(frozen=True)
+class _Bounds:
+    """The bfloat16 copy of the candidates for the products, and the constants of the error bounds (see the
+    module docstring): gamma_d, max ||e||, and per token s the most that adding s's product can move any
+    token's sq before the output rounding, which `product_rel` charges element by element."""
+
+    ranked: torch.Tensor
+    gamma: float
+    e_max: float
+    step_error: torch.Tensor
+    product_rel: float
+
+    @classmethod
+    def of(cls, pool: _Candidates) -> _Bounds:
+        e_norm = pool.e_sq.sqrt()
+        gamma = pool.e.shape[1] * UNIT_ROUNDOFF / (1 - pool.e.shape[1] * UNIT_ROUNDOFF)
+        ranked = pool.e.bfloat16()
+        low = ranked.double()
+        residual = (pool.e64 - low).norm(dim=1)
+        low_norm = low.norm(dim=1)
+        rho, beta, e_max = (float(x.max()) if len(x) else 0.0 for x in (residual, low_norm, e_norm))
+        accumulation = 2 * gamma * beta * low_norm * (1 + BF16_OUTPUT_ROUNDING)
+        step_error = 2 * (rho * e_norm + beta * residual + accumulation) * SAFETY
+        return cls(ranked, gamma, e_max, step_error,
+                   BF16_OUTPUT_ROUNDING / (1 - BF16_OUTPUT_ROUNDING) * SAFETY)
 
 
 def greedy_bundles(
@@ -141,7 +145,7 @@ def greedy_bundles(
     each other tie, a tie goes to the lowest token id, a step must raise the cosine by more than
     TIE, and zero candidates (no cosine) are never chosen. `kernel` ("float32" or "bfloat16") is the
     precision of the ranking products, by default the probe's choice (`kernels.product_kernel`); the
-    bundles do not depend on it. Targets go in chunks of `chunk` (peak memory about 10 V x chunk
+    bundles do not depend on it. Targets go in chunks of `chunk` (peak memory about 13 V x chunk
     bytes); `progress` names a tqdm bar on stderr.
     """
     if max_tokens < 1:
@@ -151,7 +155,7 @@ def greedy_bundles(
     name = kernel or product_kernel().name
     if name not in KERNELS:
         raise MechclaimsError(f"unknown product kernel {name!r}: use {' or '.join(KERNELS)}")
-    pool = _Candidates.of(e, name)
+    pool = _Candidates.of(e)
     n = w_all.shape[0]
     width = max(1, min(chunk, n))
     search = _Float32Search(pool, width) if name == "float32" else _Bfloat16Search(pool, width)
@@ -281,16 +285,18 @@ class _Bfloat16Search:
     def __init__(self, pool: _Candidates, width: int) -> None:
         vocab = pool.e.shape[0]
         self.pool = pool
+        self.bounds = _Bounds.of(pool)
         self.buffers = (torch.empty(width, vocab), torch.empty(width, vocab),
-                        torch.empty(width, vocab, dtype=pool.ranked.dtype))
+                        torch.empty(width, vocab, dtype=torch.bfloat16))
 
     def chunk(self, w: torch.Tensor, max_tokens: int, allow_repeats: bool, bar: Any) -> tuple[np.ndarray, np.ndarray]:
         """(tokens, exact float64 cosines) for one chunk of targets."""
-        return _bfloat16_chunk(self.pool, w, max_tokens, allow_repeats, self.buffers, bar)
+        return _bfloat16_chunk(self.pool, self.bounds, w, max_tokens, allow_repeats, self.buffers, bar)
 
 
 def _bfloat16_chunk(
     pool: _Candidates,
+    bounds: _Bounds,
     w: torch.Tensor,
     max_tokens: int,
     allow_repeats: bool,
@@ -306,8 +312,8 @@ def _bfloat16_chunk(
     torch.mm(w, pool.e.T, out=num)
     num[:, zero] = -torch.inf
     sq.copy_(pool.e_sq.float()[None, :].expand_as(sq))
-    num_err = (2 * pool.gamma * pool.e_max * w_norm + 1e-30) * SAFETY
-    sq_err = torch.full((n,), 2 * UNIT_ROUNDOFF * pool.e_max**2 + 1e-30, dtype=torch.float64)
+    num_err = (2 * bounds.gamma * bounds.e_max * w_norm + 1e-30) * SAFETY
+    sq_err = torch.full((n,), 2 * UNIT_ROUNDOFF * bounds.e_max**2 + 1e-30, dtype=torch.float64)
     b64 = torch.zeros_like(w64)
     current = torch.full((n,), -torch.inf, dtype=torch.float64)
     rows = torch.arange(n)
@@ -322,12 +328,9 @@ def _bfloat16_chunk(
         bar.update(1)
         m = len(rows)
         distinct = len(shared)
-        updated = product[:distinct].numpy() if step and product.dtype == torch.float32 else scans.NO_PRODUCT
-        bits = (product[:distinct].view(torch.uint16).numpy() if step and product.dtype == torch.bfloat16
-                else scans.NO_BITS)
-        scans.bundle_scan(num.numpy(), sq.numpy(), rows.numpy(), updated, bits, shared_row.numpy(),
-                          num_offset[rows].numpy(),
-                          step_sq.numpy(), pool.product_rel, num_err[rows].numpy(), sq_err[rows].numpy(),
+        bits = product[:distinct].view(torch.uint16).numpy() if step else scans.NO_BITS
+        scans.bundle_scan(num.numpy(), sq.numpy(), rows.numpy(), bits, shared_row.numpy(), num_offset[rows].numpy(),
+                          step_sq.numpy(), bounds.product_rel, num_err[rows].numpy(), sq_err[rows].numpy(),
                           pool.e.numpy(), b64.numpy(), w64.numpy(), w_norm.numpy(), TIE, shortlist[:m], counts[:m])
         listed = torch.from_numpy(counts[:m].copy())
         searching = listed > 0
@@ -350,9 +353,9 @@ def _bfloat16_chunk(
         step_sq = 2 * (b64[target_rows] * es64).sum(1) + pool.e_sq[s]
         b64[target_rows] += es64
         bundle_size = float(step + 2)
-        sq_err[target_rows] += pool.step_error[s] + 2 * UNIT_ROUNDOFF * (bundle_size * pool.e_max) ** 2 * SAFETY
+        sq_err[target_rows] += bounds.step_error[s] + 2 * UNIT_ROUNDOFF * (bundle_size * bounds.e_max) ** 2 * SAFETY
         shared, shared_row = torch.unique(s, return_inverse=True)
-        torch.mm(pool.ranked[shared], pool.ranked.T, out=product[: len(shared)])
+        torch.mm(bounds.ranked[shared], bounds.ranked.T, out=product[: len(shared)])
         if not allow_repeats:
             num[target_rows, s] = -torch.inf
         rows = target_rows

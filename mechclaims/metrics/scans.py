@@ -1,6 +1,7 @@
 """Fused passes over large score blocks, compiled with numba: one read of each block instead of one
 torch pass per statistic. Rows run in parallel (numba's prange); each function states what it
-computes, and `tests/test_scans.py` checks each against plain numpy.
+computes. `tests/test_scans.py` checks `gram_block_stats` against numpy; `bundle_scan` is checked through
+the bundling property tests, whose brute-force oracle the bfloat16 search must match.
 """
 
 from __future__ import annotations
@@ -8,19 +9,18 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-NO_PRODUCT = np.zeros((0, 0), dtype=np.float32)
 NO_BITS = np.zeros((0, 0), dtype=np.uint16)
 
 
 @numba.njit(parallel=True, cache=True)
-def bundle_scan(num, sq, rows, product, product_bits, product_row, num_offset, sq_add, product_rel, num_err, sq_err,
+def bundle_scan(num, sq, rows, product_bits, product_row, num_offset, sq_add, product_rel, num_err, sq_err,
                 candidates, bundle, target, target_norm, tie, shortlist, counts):  # pragma: no cover - compiled
     """One greedy step for the targets `rows` of a chunk (see metrics/bundling.py for the algorithm).
 
     num, sq: (n, V) float32, row j holding w_j.e_t and ||b_j + e_t||^2 for every token t (num = -inf: not
-    a candidate); num_offset[i] = w.b (exact) completes w.(b + e_t). When `product` float32 or
-    `product_bits` bfloat16 bits has rows (one per distinct token; row product_row[i] is E.e_s for target
-    row i's previous token s), row i first adds s:
+    a candidate); num_offset[i] = w.b (exact) completes w.(b + e_t). When `product_bits` (bfloat16 bits, one
+    row per distinct token; row product_row[i] is E.e_s for target row i's previous token s) has rows, row i
+    first adds s:
     sq += 2 p + sq_add[i] - 2 product_rel |p| with p = E.e_s (the last term charges the product's output
     rounding to sq, so sq stays a lower bound). Then, with |num + num_offset - exact| <= num_err[i] and
     exact sq >= sq - sq_err[i]:
@@ -36,19 +36,16 @@ def bundle_scan(num, sq, rows, product, product_bits, product_row, num_offset, s
     vocab = num.shape[1]
     dim = candidates.shape[1]
     width = shortlist.shape[1]
-    updating = product.shape[0] > 0 or product_bits.shape[0] > 0
+    updating = product_bits.shape[0] > 0
     for i in numba.prange(rows.shape[0]):
         j = rows[i]
         num_row = num[j]
         sq_row = sq[j]
         if updating:
-            if product_bits.shape[0] > 0:
-                bits = np.empty(vocab, dtype=np.uint32)
-                for t in range(vocab):
-                    bits[t] = np.uint32(product_bits[product_row[i], t]) << np.uint32(16)
-                p_row = bits.view(np.float32)
-            else:
-                p_row = product[product_row[i]]
+            bits = np.empty(vocab, dtype=np.uint32)
+            for t in range(vocab):
+                bits[t] = np.uint32(product_bits[product_row[i], t]) << np.uint32(16)
+            p_row = bits.view(np.float32)
             for t in range(vocab):
                 p = np.float64(p_row[t])
                 sq_row[t] = np.float32(sq_row[t] + 2.0 * p + sq_add[i] - 2.0 * product_rel * abs(p))
