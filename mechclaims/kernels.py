@@ -66,13 +66,13 @@ def product_gflops(dtype: torch.dtype, shape: tuple[int, int, int] = PROBE_SHAPE
     return 2 * rows * inner * columns / best / 1e9
 
 
-def choose(forced: str | None, flags: tuple[str, ...], measure: bool = True) -> ProductKernel:
+def choose(forced: str | None, flags: tuple[str, ...]) -> ProductKernel:
     """The kernel for `forced` (a KERNEL_ENV value), else by the probe where the CPU has bfloat16 flags."""
     if forced:
         if forced not in KERNELS:
             raise MechclaimsError(f"{KERNEL_ENV}={forced!r} is not a product kernel: use {' or '.join(KERNELS)}")
         return ProductKernel(forced, f"{KERNEL_ENV}={forced}", {}, flags)
-    if not flags or not measure:
+    if not flags:
         return ProductKernel("float32", "no bfloat16 units on this CPU", {}, flags)
     gflops = {"float32": product_gflops(torch.float32), "bfloat16": product_gflops(torch.bfloat16)}
     speedup = gflops["bfloat16"] / gflops["float32"]
