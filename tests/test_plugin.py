@@ -62,7 +62,7 @@ def _results(pytester: pytest.Pytester) -> dict:
         (["--param", "nobody.claim:variant=raw"], "--param names unknown claim 'nobody.claim'"),
         (["--param", "knittel2024.embed_raw_orthogonal:varient=raw"], "(did you mean 'variant'?)"),
         (["--param", "knittel2024.embed_raw_orthogonal:bound=high"], "bound='high' does not fit"),
-        (["--device", "tpu"], "device 'tpu' is not supported: use cpu or cuda"),
+        (["--device", "meta"], "device 'meta' is not supported: use cpu or cuda"),
         (["--device", "gpu!"], "unknown device 'gpu!': use cpu or cuda"),
         pytest.param(["--device", "cuda"], "torch sees no CUDA device: use --device cpu",
                      marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")),
