@@ -76,7 +76,7 @@ def module_closure(name: str) -> tuple[str, ...]:
 
 
 @functools.lru_cache(maxsize=None)
-def _source_hash(module_name: str) -> str:
+def source_hash(module_name: str) -> str:
     """sha256 of a module's source, read once per process (an edit during a run does not change it)."""
     return hashlib.sha256((_module_source(module_name) or "").encode()).hexdigest()
 
@@ -85,7 +85,7 @@ def code_version(*roots: str) -> str:
     """The package version plus one hash over every module the roots import, found by following their
     imports (so a change anywhere a measurement reads makes new cache keys)."""
     names = sorted({module for root in roots for module in module_closure(root)})
-    digest = hashlib.sha256("".join(_source_hash(name) for name in names).encode()).hexdigest()
+    digest = hashlib.sha256("".join(source_hash(name) for name in names).encode()).hexdigest()
     return f"{__version__}+{digest[:12]}"
 
 

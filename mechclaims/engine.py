@@ -128,6 +128,9 @@ def evaluate(claim: Claim | str, subject: str | Model | Family, settings: Settin
                             "threshold_overridden": overridden,
                             "params_overridden": tuple(sorted(settings.params.get(claim.id, {})))}
     started = time.perf_counter()
+    if isinstance(subject, str):
+        null = claim.null_baseline
+        settings.models.prepare([spec, *([null.spec_of(spec)] if isinstance(null, ModelNull) else [])])
     try:
         model = settings.models.get(spec) if isinstance(subject, str) else settings.models.add(subject)
     except MechclaimsError as exc:

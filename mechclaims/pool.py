@@ -3,7 +3,10 @@ is remembered, not retried (every claim on that model gets the same one-line ERR
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+import torch
 
 from mechclaims.errors import MechclaimsError
 from mechclaims.models import GaussianNull, Model, load_model, specs
@@ -13,9 +16,12 @@ from mechclaims.nulls import NULL_SEED, WeightNull
 
 @dataclass
 class ModelPool:
+    """`remember`: models known by their identity in the cache folder load only when read (`load_model`)."""
+
     models: dict[str, Model | Family] = field(default_factory=dict)
     nulls: dict[str, GaussianNull] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
+    remember: bool = True
 
     def get(self, spec: str) -> Model | Family:
         """The model `spec` names, or the Family of its members' models when it names several."""
@@ -24,11 +30,21 @@ class ModelPool:
         if spec not in self.models:
             try:
                 members = specs.members(specs.parse(spec))
-                self.models[spec] = Family(spec, tuple(self.get(m) for m in members)) if members else load_model(spec)
+                self.models[spec] = Family(spec, tuple(self.get(m) for m in members)) if members else load_model(spec, self.remember)
             except MechclaimsError as exc:
                 self.failures[spec] = str(exc)
                 raise
         return self.models[spec]
+
+    def prepare(self, wanted: Iterable[str]) -> None:
+        """Ready together what the named models need before they load (their kinds' `prepare`: the suite's own
+        models train in parallel, one process per CPU thread). A spec that fails here is left for `get`, which
+        reports it."""
+        pending = [spec for spec in dict.fromkeys(wanted) if spec not in self.models and spec not in self.failures]
+        try:
+            specs.prepare([specs.parse(spec) for spec in pending], torch.get_num_threads())
+        except MechclaimsError:
+            return
 
     def add(self, model: Model | Family) -> Model | Family:
         """A model loaded elsewhere (e.g. in a notebook), known by its name from now on; one with other weights

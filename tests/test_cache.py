@@ -29,8 +29,8 @@ def test_keys_change_with_fingerprint_parameters_role_inputs_and_code(monkeypatc
               cache_key("f" * 64, MEASURE, {"layer": 0}, "real", SOURCE, inputs="d" * 64)}
     assert key not in others and len(others) == 4
     for module in ("mechclaims.metrics.orthogonality", "mechclaims.measurement", "mechclaims.models.model"):
-        edited = cache._source_hash.__wrapped__
-        monkeypatch.setattr(cache, "_source_hash",
+        edited = cache.source_hash.__wrapped__
+        monkeypatch.setattr(cache, "source_hash",
                             lambda name, module=module: "edited" if name == module else edited(name))
         assert cache_key("f" * 64, MEASURE, {"layer": 0}, "real", SOURCE) != key, module
         monkeypatch.undo()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import importlib.util
+import os
 import re
 import shutil
 import socket
@@ -821,8 +822,70 @@ def test_smollm2_is_dequantised_once_into_a_safetensors_copy_of_the_same_weights
         return original(*args, **kwargs)
 
     monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", no_gguf)
-    assert _load_offline("smollm2-135m").fingerprint == smollm2.fingerprint
+    again = _load_offline("smollm2-135m")
+    assert again.bridge is not None and again.fingerprint == smollm2.fingerprint
     copy = original(cached, dtype=torch.float32).state_dict()
     assert set(copy) == set(direct)
     for name, tensor in direct.items():
         assert torch.equal(copy[name], tensor), name
+
+
+def _counting_boots(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """specs.boot, recording the spec of every boot."""
+    booted: list[str] = []
+    original = specs.boot
+
+    def counted(spec: Spec) -> Any:
+        booted.append(spec.text)
+        return original(spec)
+
+    monkeypatch.setattr(specs, "boot", counted)
+    return booted
+
+
+def test_a_model_whose_files_are_unchanged_is_known_by_its_identity_and_loads_only_when_read(
+    tiny_gpt2_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first load remembers the fingerprint, capabilities and initialised parameters under the folder's files;
+    a later load of the unchanged folder boots nothing until its bridge is read, then checks the fingerprint."""
+    folder = tmp_path / "ckpt"
+    shutil.copytree(tiny_gpt2_dir, folder)
+    monkeypatch.setenv("MECHCLAIMS_CACHE_DIR", str(tmp_path / "cache"))
+    booted = _counting_boots(monkeypatch)
+    first = load_model(str(folder))
+    assert booted == [str(folder)]
+    known = load_model(str(folder))
+    assert booted == [str(folder)], "an unchanged folder was loaded again"
+    assert (known.fingerprint, known.capabilities, known.initialised_at_load) == (
+        first.fingerprint, first.capabilities, first.initialised_at_load)
+    assert np.array_equal(known.weights().W_E, first.weights().W_E)
+    assert booted == [str(folder), str(folder)]
+    assert load_model(f"random:{folder}").fingerprint != first.fingerprint
+    assert load_model(f"random:{folder}", remember=False).fingerprint == load_model(f"random:{folder}").fingerprint
+
+
+def test_a_rewritten_file_is_loaded_again_and_weights_changed_under_a_kept_identity_are_an_error(
+    tiny_gpt2_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Weights rewritten with the same size and modification time keep the identity's key: reading the bridge finds
+    the fingerprint moved and says so; a new modification time is a new key, and the model loads again."""
+    folder = tmp_path / "ckpt"
+    shutil.copytree(tiny_gpt2_dir, folder)
+    monkeypatch.setenv("MECHCLAIMS_CACHE_DIR", str(tmp_path / "cache"))
+    original = load_model(str(folder)).fingerprint
+    weights = folder / "model.safetensors"
+    before = weights.stat()
+    tensors = load_file(str(weights))
+    name = next(key for key in tensors if key.endswith("wte.weight"))
+    save_file({**tensors, name: tensors[name] * 2}, str(weights), metadata={"format": "pt"})
+    assert weights.stat().st_size == before.st_size
+    os.utime(weights, ns=(before.st_atime_ns, before.st_mtime_ns))
+    stale = load_model(str(folder))
+    assert stale.fingerprint == original
+    with pytest.raises(MechclaimsError, match="rerun with --no-cache"):
+        stale.bridge
+    assert load_model(str(folder), remember=False).fingerprint != original
+    os.utime(weights, ns=(before.st_atime_ns, before.st_mtime_ns + 10**9))
+    booted = _counting_boots(monkeypatch)
+    fresh = load_model(str(folder))
+    assert booted == [str(folder)] and fresh.fingerprint != original

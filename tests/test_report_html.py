@@ -130,3 +130,25 @@ def test_token_ids_print_as_integers_and_statistics_to_four_figures() -> None:
     html = render_html(results)
     assert "<td>45180</td>" in html and "<td>50256</td>" in html and "<td>0.9123</td>" in html
     assert "4.518e+04" not in html
+
+
+def test_a_figure_drawn_before_comes_from_the_cache_folder_and_a_damaged_entry_is_drawn_again(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    from mechclaims.report import figures
+
+    monkeypatch.setenv("MECHCLAIMS_CACHE_DIR", str(tmp_path))
+    drawn: list[int] = []
+    savefig = figures.plt.Figure.savefig
+    monkeypatch.setattr(figures.plt.Figure, "savefig", lambda self, *a, **k: (drawn.append(1), savefig(self, *a, **k)))
+    values = [float(i % 7) for i in range(500)]
+    first = figures.distribution_histogram(values, None, "cosine", 0.5)
+    assert first.startswith(figures.PNG_URI) and len(drawn) == 1
+    assert figures.distribution_histogram(values, None, "cosine", 0.5) == first and len(drawn) == 1
+    assert figures.distribution_histogram(values, None, "cosine", 0.6) != first and len(drawn) == 2
+    assert figures.distribution_histogram(values[:-1] + [9.0], None, "cosine", 0.5) != first and len(drawn) == 3
+    entries = list((tmp_path / figures.FOLDER).rglob("*.txt"))
+    assert len(entries) == 3
+    for entry in entries:
+        entry.write_bytes(b"\x00garbage")
+    assert figures.distribution_histogram(values, None, "cosine", 0.5) == first and len(drawn) == 4

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
+from helpers import claim_by_id
+
 from mechclaims.errors import MechclaimsError
 from mechclaims.models import load_model
 from mechclaims.models.kinds.sorting import run_folder
@@ -23,6 +25,7 @@ from mechclaims.training.sorting import (
     load_config,
     sample_lists,
     train,
+    train_many,
 )
 
 
@@ -120,3 +123,35 @@ def test_bad_sorting_specs_are_one_line_errors(spec: str, message: str) -> None:
 def test_malformed_configurations_are_one_line_errors(change: dict, message: str) -> None:
     with pytest.raises(MechclaimsError, match=message):
         replace(load_config("ci"), **change)
+
+
+def test_runs_trained_side_by_side_in_processes_are_the_bits_of_runs_trained_alone(short: SortingConfig,
+                                                                                  tmp_path: Path) -> None:
+    runs = [(short, tmp_path / "together-0"), (short.with_seed(1), tmp_path / "together-1")]
+    train_many(runs, processes=2)
+    for config, folder in runs:
+        train(config, folder.with_name(f"alone-{config.seed}"), progress=False)
+        together, alone = _weights(folder), _weights(folder.with_name(f"alone-{config.seed}"))
+        assert set(together) == set(alone)
+        assert all(np.array_equal(together[key], alone[key]) for key in alone), config.seed
+    assert not np.array_equal(_weights(tmp_path / "together-0")["tok_embed.weight"], _weights(tmp_path / "together-1")["tok_embed.weight"])
+
+
+def test_a_pool_prepares_a_family_and_its_null_family_together(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The engine hands the pool the subject and its model null before loading either; the sorting kind trains every
+    member of both that the cache lacks in one call."""
+    from mechclaims.engine import Settings, evaluate
+    from mechclaims.models.kinds.sorting import config_of
+    from mechclaims.models.specs import parse
+
+    monkeypatch.setenv("MECHCLAIMS_CACHE_DIR", str(tmp_path))
+    asked: list[list[Path]] = []
+    monkeypatch.setattr("mechclaims.training.sorting.train_many",
+                        lambda runs, processes: asked.append(sorted(str(folder) for _, folder in runs)))
+    claim = claim_by_id("urdshals2025.simple_head_modes")
+    settings = Settings()
+    monkeypatch.setattr(settings.models, "get", lambda spec: (_ for _ in ()).throw(MechclaimsError("not loaded")))
+    evaluate(claim, "sorting:ci@0-1", settings)
+    expected = sorted(str(run_folder(config_of(parse(spec)))) for spec in
+                      ("sorting:ci@0", "sorting:ci@1", "sorting:ci@0/shuffled", "sorting:ci@1/shuffled"))
+    assert asked == [expected]

@@ -3,10 +3,12 @@ resolve `auto`, boot a TransformerBridge, and wrap it (`Model.from_bridge`)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from mechclaims.errors import MechclaimsError
-from mechclaims.models import specs
+from mechclaims.models import identity, specs
 from mechclaims.models.kinds import hub
 from mechclaims.models.kinds.bundled import MODELS_EXTRA_HINT
 from mechclaims.models.model import Model
@@ -34,20 +36,34 @@ def check_spec(spec: str, probe_hub: bool = True) -> None:
     specs.check(specs.parse(spec), probe_hub)
 
 
-def load_model(spec: str) -> Model:
+def load_model(spec: str, remember: bool = True) -> Model:
     """Load a model spec (see DESIGN.md, Models); raises MechclaimsError with a one-line fix. The caller's
-    torch random state is left as it was."""
+    torch random state is left as it was. With `remember`, a model whose identity the cache folder holds for its
+    files as they are now is not loaded until its bridge is read (`models.identity`), and one loaded is
+    remembered."""
     parsed = specs.parse(spec)
     target = specs.resolved(parsed, resolve_auto)
     specs.check(target, probe_hub=True)
+    resolved_from = "auto" if target != parsed else None
+    known = identity.recall(target) if remember else None
+    if known is not None:
+        return Model(target.text, known.capabilities, known.fingerprint, resolved_from, known.initialised_at_load,
+                     boot=lambda: _boot(target))
+    model = Model.from_bridge(_boot(target), target.text, resolved_from=resolved_from)
+    if remember:
+        identity.remember(target, model)
+    return model
+
+
+def _boot(target: specs.Spec) -> Any:
+    """The spec's bridge under LOAD_SEED; a failure inside the libraries is a one-line MechclaimsError."""
     loads = (target.base or target).text
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(LOAD_SEED)
-            bridge = specs.boot(target)
+            return specs.boot(target)
     except ImportError as exc:
         raise MechclaimsError(f"loading {loads!r} needs a missing package ({exc.name}): {MODELS_EXTRA_HINT}") from None
     except (OSError, ValueError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise MechclaimsError(f"could not load model {loads!r}: {first[:200]}; {hub.BUNDLED_HINT}") from None
-    return Model.from_bridge(bridge, target.text, resolved_from="auto" if target != parsed else None)

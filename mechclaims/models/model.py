@@ -6,7 +6,7 @@ import copy
 import hashlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
 import torch
@@ -221,15 +221,18 @@ def checked_fingerprint(module: torch.nn.Module, name: str) -> str:
 @dataclass
 class Model:
     """One model as the claims see it. `name` is what reports show; `resolved_from` notes `auto`;
-    `initialised_at_load` names parameters the checkpoint lacked: untrained, shown in the report."""
+    `initialised_at_load` names parameters the checkpoint lacked: untrained, shown in the report.
+
+    A model known from its remembered identity (`models.identity`) has no bridge until something reads it: `boot`
+    then loads it, and its weights must have the remembered fingerprint."""
 
     name: str
-    bridge: Any
-    tokenizer: Any
     capabilities: Capabilities
     fingerprint: str
     resolved_from: str | None = None
     initialised_at_load: tuple[str, ...] = ()
+    boot: Callable[[], Any] | None = field(default=None, repr=False)
+    _bridge: Any = field(default=None, repr=False)
     _weights: dict[str, Weights] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -238,15 +241,27 @@ class Model:
         its fingerprint (non-finite weights are refused) and the parameters its checkpoint lacked."""
         fingerprint = checked_fingerprint(bridge.original_model, name)
         bridge.eval()
-        return cls(
-            name=name,
-            bridge=bridge,
-            tokenizer=bridge.tokenizer,
-            capabilities=capabilities_of(bridge),
-            fingerprint=fingerprint,
-            resolved_from=resolved_from,
-            initialised_at_load=initialised_at_load(bridge.original_model),
-        )
+        return cls(name=name, capabilities=capabilities_of(bridge), fingerprint=fingerprint,
+                   resolved_from=resolved_from, initialised_at_load=initialised_at_load(bridge.original_model),
+                   _bridge=bridge)
+
+    @property
+    def bridge(self) -> Any:
+        """The TransformerBridge, loaded on first use for a model known from its identity."""
+        if self._bridge is None:
+            assert self.boot is not None, "a Model has a bridge or a boot"
+            loaded = Model.from_bridge(self.boot(), self.name)
+            if loaded.fingerprint != self.fingerprint:
+                raise MechclaimsError(
+                    f"model {self.name!r} loaded with fingerprint {loaded.fingerprint[:12]}, not the "
+                    f"{self.fingerprint[:12]} remembered for its files (rewritten with the same size and time?): "
+                    "rerun with --no-cache")
+            self._bridge = loaded.bridge
+        return self._bridge
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.bridge.tokenizer
 
     def weights(self, processing: Processing = "raw") -> Weights:
         """`raw`: the checkpoint as published; `compat`: TransformerLens-folded (LN folded, centred)."""

@@ -5,7 +5,10 @@
 
 Each kind is one module in `mechclaims.models.kinds` with `check(spec, probe_hub)` (refuse, before
 anything loads, with a one-line MechclaimsError naming the fix) and `boot(spec) -> TransformerBridge`; a kind
-whose specs can name several models (a family) also has `members(spec) -> [member spec]`.
+whose specs can name several models (a family) also has `members(spec) -> [member spec]`, and a kind with work
+that pays to do for many specs at once (training the suite's own models in parallel) has
+`prepare(specs, processes)`. A kind that can name the files a spec loads from has `sources(spec) -> [Path] | None`
+(`identity`: a model whose files have not changed need not load when its measurements are cached).
 A new kind of model (the suite's own trained models, say) is one more module and one more KINDS entry,
 written `<kind>:<argument>`.
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Protocol
 
 from mechclaims.errors import MechclaimsError
@@ -132,6 +136,21 @@ def members(spec: Spec) -> list[str]:
     """The member specs when `spec` names a family (a kind with a `members` function), else []."""
     listed = getattr(KINDS.get(spec.kind), "members", None)
     return [] if listed is None else listed(spec)
+
+
+def prepare(parsed: list[Spec], processes: int) -> None:
+    """Each kind's `prepare` over its specs, where it has one."""
+    for kind in KINDS:
+        same = [spec for spec in parsed if spec.kind == kind]
+        ready = getattr(KINDS[kind], "prepare", None)
+        if same and ready is not None:
+            ready(same, processes)
+
+
+def sources(spec: Spec) -> list[Path] | None:
+    """The files a resolved spec loads from, or None where its kind cannot say (it is then always loaded)."""
+    named = getattr(KINDS[spec.kind], "sources", None)
+    return None if named is None else named(spec)
 
 
 def boot(spec: Spec) -> Any:

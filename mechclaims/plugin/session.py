@@ -15,6 +15,7 @@ from mechclaims.cache import MeasurementCache
 from mechclaims.claim import Claim
 from mechclaims.engine import Settings, evaluate
 from mechclaims.models import resolve_auto
+from mechclaims.pool import ModelPool
 from mechclaims.plugin.options import OPTIONS, Options
 from mechclaims.results import Result
 
@@ -37,6 +38,7 @@ class Session:
             param_sweeps=options.param_sweeps,
             cache=MeasurementCache(options.cache_dir, enabled=not options.no_cache),
             baselines=Baselines(options.baseline_dir) if compare else None,
+            models=ModelPool(remember=not options.no_cache),
         )
         return cls(options=options, settings=settings, models=list(options.models))
 

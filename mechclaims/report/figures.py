@@ -1,11 +1,19 @@
-"""Report figures as self-contained `data:image/png;base64,...` URIs (matplotlib, Agg)."""
+"""Report figures as self-contained `data:image/png;base64,...` URIs (matplotlib, Agg).
+
+Each figure is a pure function of its arguments, so its URI is kept in the cache folder under a hash of the
+function, its arguments, this module's code and matplotlib's version (`remembered`): a report re-rendered from
+the same results draws nothing.
+"""
 
 from __future__ import annotations
 
 import base64
+import functools
+import hashlib
 import io
+import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import matplotlib
 
@@ -14,6 +22,63 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 VERDICT_COLOURS = {"PASS": "#2e7d32", "FAIL": "#c62828", "TRIVIAL": "#f9a825"}
+PNG_URI = "data:image/png;base64,"
+FOLDER = "figures"
+
+
+def _digest(value: Any, into: Any) -> None:
+    """Feed `value` (JSON-like data, numbers, arrays, dataclasses) to the hash `into`, long number lists as bytes."""
+    if isinstance(value, (list, tuple, np.ndarray)) and len(value) > 16:
+        try:
+            array = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError):
+            array = None
+        if array is not None:
+            into.update(f"array{array.shape}".encode())
+            into.update(array.tobytes())
+            return
+    if isinstance(value, dict):
+        into.update(b"{")
+        for key in sorted(value, key=str):
+            into.update(json.dumps(str(key)).encode())
+            _digest(value[key], into)
+        into.update(b"}")
+    elif isinstance(value, (list, tuple)):
+        into.update(b"[")
+        for item in value:
+            _digest(item, into)
+        into.update(b"]")
+    else:
+        into.update(repr(value).encode())
+
+
+def remembered(draw: Callable[..., str]) -> Callable[..., str]:
+    """`draw`'s URI from the cache folder when the same figure was drawn before, else drawn and kept (atomically;
+    an unreadable or malformed entry is drawn again)."""
+
+    @functools.wraps(draw)
+    def cached(*args: Any, **kwargs: Any) -> str:
+        from mechclaims.atomic import atomic_write_text
+        from mechclaims.cache import source_hash, default_cache_dir
+
+        digest = hashlib.sha256(f"{draw.__qualname__} {matplotlib.__version__} {source_hash(__name__)}".encode())
+        _digest([args, kwargs], digest)
+        key = digest.hexdigest()
+        path = default_cache_dir() / FOLDER / key[:2] / f"{key}.txt"
+        try:
+            uri = path.read_text(encoding="ascii")
+            if uri.startswith(PNG_URI):
+                return uri
+        except (OSError, ValueError):
+            pass
+        uri = draw(*args, **kwargs)
+        try:
+            atomic_write_text(path, uri)
+        except OSError:
+            pass
+        return uri
+
+    return cached
 
 
 @dataclass(frozen=True)
@@ -40,9 +105,10 @@ def _png_uri(figure: Any) -> str:
     figure.tight_layout()
     figure.savefig(buffer, format="png", dpi=90)
     plt.close(figure)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return PNG_URI + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+@remembered
 def distribution_histogram(real: list[float], null: list[float] | None, label: str, cutoff: float | None = None) -> str:
     """Real and null distributions on one density histogram with shared bins; the cut-off as a line."""
     figure, axes = plt.subplots(figsize=(5, 3))
@@ -68,6 +134,7 @@ def _interval_band(axes: Any, xs: list[float], intervals: list[Any], colour: str
                           linewidth=0)
 
 
+@remembered
 def sweep_curve(points: list[dict[str, Any]], marks: ThresholdMarks) -> str:
     """Statistic against the swept threshold, real and null (95% bands for fractions), markers coloured by verdict."""
     figure, axes = plt.subplots(figsize=(5, 3))
@@ -84,6 +151,7 @@ def sweep_curve(points: list[dict[str, Any]], marks: ThresholdMarks) -> str:
     return _png_uri(figure)
 
 
+@remembered
 def measurement_curve(real: dict[str, Any], null: dict[str, Any] | None) -> str:
     """A measurement's curve (e.g. fraction explained against bundle size or layer), real beside null."""
     figure, axes = plt.subplots(figsize=(5, 3))
@@ -96,6 +164,7 @@ def measurement_curve(real: dict[str, Any], null: dict[str, Any] | None) -> str:
     return _png_uri(figure)
 
 
+@remembered
 def sweep_comparison(curves: dict[str, list[dict[str, Any]]], marks: ThresholdMarks) -> str:
     """One claim's sweep across models: each model's statistic (solid) and its null (dotted, same colour)."""
     figure, axes = plt.subplots(figsize=(6, 3.4))
@@ -112,6 +181,7 @@ def sweep_comparison(curves: dict[str, list[dict[str, Any]]], marks: ThresholdMa
     return _png_uri(figure)
 
 
+@remembered
 def sweep_heatmap(grid: dict[str, Any], threshold_x: float, param_value: float | None, value: float) -> str:
     """A two-parameter sweep: the statistic over (cut-off x parameter), model beside null, the contour
     where it crosses the claim's value, and the claim's own cut-off and parameter marked."""
@@ -136,6 +206,7 @@ def sweep_heatmap(grid: dict[str, Any], threshold_x: float, param_value: float |
     return _png_uri(figure)
 
 
+@remembered
 def circuit_graph(edges: list[dict[str, Any]], title: str) -> str:
     """The traced circuit: heads ("L.H@role") placed by layer (networkx multipartite layout), edges
     upstream -> downstream, width by the number of prompts holding them; query-side solid, key-side dashed."""
@@ -161,6 +232,7 @@ def circuit_graph(edges: list[dict[str, Any]], title: str) -> str:
     return _png_uri(figure)
 
 
+@remembered
 def usage_heatmap(rows: list[list[int]], rank: int, title: str) -> str:
     """Which singular vectors (columns) each firing (rows) selected."""
     grid = np.zeros((max(len(rows), 1), rank))
@@ -174,6 +246,7 @@ def usage_heatmap(rows: list[list[int]], rank: int, title: str) -> str:
     return _png_uri(figure)
 
 
+@remembered
 def category_heatmap(categories: list[str], matrix: list[list[float]], title: str) -> str:
     """Mean cosine between the words of two categories (diagonal: within one), each cell annotated."""
     values = np.asarray(matrix, dtype=float)
@@ -189,6 +262,7 @@ def category_heatmap(categories: list[str], matrix: list[list[float]], title: st
     return _png_uri(figure)
 
 
+@remembered
 def head_histograms(real: dict[str, list[float]], null: list[float] | None, label: str) -> str:
     """Small multiples, one per head: its distribution (model) over the pooled null distribution."""
     heads = list(real)[:6]
@@ -207,6 +281,7 @@ def head_histograms(real: dict[str, list[float]], null: list[float] | None, labe
     return _png_uri(figure)
 
 
+@remembered
 def head_diagonals(advantages: dict[str, list[list[float]]], title: str) -> str:
     """One panel per run: each head's OV diagonal advantage over the numbers (heads x numbers, diverging colours
     centred on zero: copied numbers warm, suppressed cold)."""
@@ -225,6 +300,7 @@ def head_diagonals(advantages: dict[str, list[list[float]]], title: str) -> str:
     return _png_uri(figure)
 
 
+@remembered
 def loss_curves(curves: dict[str, list[float]], steps: dict[str, int], title: str) -> str:
     """Every run's training loss (span means) against the training step, log scale."""
     figure, axes = plt.subplots(figsize=(6, 3))
@@ -238,6 +314,7 @@ def loss_curves(curves: dict[str, list[float]], steps: dict[str, int], title: st
     return _png_uri(figure)
 
 
+@remembered
 def mode_fractions(groups: dict[str, dict[str, float]], title: str) -> str:
     """Stacked bars: the fraction of runs in each head mode, per group of runs (weight decay, mean gap)."""
     figure, axes = plt.subplots(figsize=(1.6 + 1.3 * len(groups), 3))
@@ -256,6 +333,7 @@ def mode_fractions(groups: dict[str, dict[str, float]], title: str) -> str:
     return _png_uri(figure)
 
 
+@remembered
 def llc_curves(curves: dict[str, dict[str, list]], title: str) -> str:
     """Every run's LLC estimate (with its spread over chains) against the training step; checkpoints whose heads
     overlap are marked with circles."""

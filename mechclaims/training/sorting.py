@@ -9,8 +9,9 @@ on the bridge's module (`NativeModel`, which returns logits).
 
 Every hyperparameter is the suite's choice (the paper's set-up is not available to us): `SortingConfig`, read
 from fixtures/sorting/<name>.json. Training is deterministic on one machine: the weights come from the seeded
-native initialisation, and the batch of step t from a generator seeded with (seed, t), so a run resumed from a
-checkpoint makes the same batches as one that never stopped. Checkpoints (`checkpoint-<step>/`, as the
+native initialisation, the batch of step t from a generator seeded with (seed, t), so a run resumed from a
+checkpoint makes the same batches as one that never stopped, and every run trains on one torch thread, so a run
+trained alone and one trained beside others (`train_many`, one process per run) are the same bits. Checkpoints (`checkpoint-<step>/`, as the
 transformers Trainer names them) hold the weights and the AdamW state as safetensors, never pickles.
 """
 
@@ -21,6 +22,8 @@ import math
 import os
 import shutil
 import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -305,6 +308,21 @@ class TrainingRecord:
                    [int(v) for v in data["resumed_from"]])
 
 
+@contextmanager
+def _one_thread() -> Any:
+    """torch on one thread inside, as it was after: the tiny products of these models gain nothing from more."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def finished(folder: Path) -> bool:
+    return (folder / RECORD_FILE).is_file() and (folder / MODEL_FILE).is_file()
+
+
 def train(config: SortingConfig, folder: Path, progress: bool = True,
           stop_after: int | None = None) -> TrainingRecord | None:
     """Train `config` into `folder` (model.safetensors and training.json when done), resuming from its last
@@ -312,8 +330,14 @@ def train(config: SortingConfig, folder: Path, progress: bool = True,
     an interruption would (None is returned then); a finished folder is read, not retrained."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    if (folder / RECORD_FILE).is_file() and (folder / MODEL_FILE).is_file():
+    if finished(folder):
         return TrainingRecord.from_json(json.loads((folder / RECORD_FILE).read_text(encoding="utf-8")))
+    with _one_thread():
+        return _trained(config, folder, progress, stop_after)
+
+
+def _trained(config: SortingConfig, folder: Path, progress: bool, stop_after: int | None) -> TrainingRecord | None:
+    """`train`'s loop, from the last checkpoint in `folder`."""
     bridge = boot(config)
     module = bridge.original_model
     module.train()
@@ -351,3 +375,26 @@ def train(config: SortingConfig, folder: Path, progress: bool = True,
     os.replace(folder / f".{MODEL_FILE}.tmp", folder / MODEL_FILE)
     atomic_write_text(folder / RECORD_FILE, json.dumps(record.to_json()))
     return record
+
+
+def _train_quietly(config: SortingConfig, folder: Path) -> None:
+    train(config, folder, progress=False)
+
+
+def train_many(runs: list[tuple[SortingConfig, Path]], processes: int) -> None:
+    """Train every unfinished (configuration, folder) run, up to `processes` at a time, each in its own process on
+    one thread (the same bits as `train` alone); a run that fails raises its error here."""
+    pending = [(config, Path(folder)) for config, folder in runs if not finished(Path(folder))]
+    if len(pending) < 2 or processes < 2:
+        for config, folder in pending:
+            train(config, folder)
+        return
+    import multiprocessing
+
+    workers = min(processes, len(pending))
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool, \
+            tqdm(total=len(pending), desc=f"training {len(pending)} sorting runs in {workers} processes", unit="run",
+                 disable=None) as bar:
+        for done in [pool.submit(_train_quietly, config, folder) for config, folder in pending]:
+            done.result()
+            bar.update(1)

@@ -102,6 +102,12 @@ def check(spec: Spec, probe_hub: bool) -> None:
             raise MechclaimsError(f"{spec.argument} needs the {package!r} package: {MODELS_EXTRA_HINT}")
 
 
+def sources(spec: Spec) -> list[Path] | None:
+    """The files in the model's package folder that its boot reads."""
+    folder = _package_folder(BUNDLED[spec.argument].package)
+    return sorted(path for path in folder.rglob("*") if path.is_file() and "__pycache__" not in path.parts)
+
+
 def boot(spec: Spec) -> Any:
     """The bundled model, read from its package folder."""
     bundled = BUNDLED[spec.argument]

@@ -54,6 +54,20 @@ def boot(spec: Spec) -> Any:
     return boot_folder(Path(snapshot_download(spec.argument, local_files_only=True)))
 
 
+def sources(spec: Spec) -> list[Path] | None:
+    """A folder's files; a hub name's cached snapshot files when the hub is off (HF_HUB_OFFLINE), else None (the hub
+    may hold newer weights)."""
+    if spec.kind == "folder":
+        folder = existing_folder(spec.argument)
+    elif os.environ.get("HF_HUB_OFFLINE", "").lower() in OFFLINE_VALUES and hub_cached(spec.argument):
+        from huggingface_hub import try_to_load_from_cache
+
+        folder = Path(str(try_to_load_from_cache(spec.argument, "config.json"))).parent
+    else:
+        return None
+    return None if folder is None else sorted(path for path in folder.rglob("*") if path.is_file())
+
+
 def existing_folder(text: str) -> Path | None:
     """The directory `text` names (`~` expanded), or None: also for text no file system could hold."""
     try:

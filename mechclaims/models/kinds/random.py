@@ -3,6 +3,7 @@ every matrix re-drawn from a Gaussian with that matrix's own mean and std (vecto
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mechclaims.models import specs
@@ -17,6 +18,12 @@ def check(spec: Spec, probe_hub: bool) -> None:
     """The base spec must load."""
     assert spec.base is not None, "parse gives every random: spec a base"
     specs.check(spec.base, probe_hub)
+
+
+def sources(spec: Spec) -> list[Path] | None:
+    """The base's files (the redraw is code, seeded by the spec)."""
+    assert spec.base is not None, "parse gives every random: spec a base"
+    return specs.sources(spec.base)
 
 
 def boot(spec: Spec) -> Any:

@@ -93,6 +93,32 @@ def check(spec: Spec, probe_hub: bool) -> None:
                                   f"{config.steps}")
 
 
+def prepare(specs: list[Spec], processes: int) -> None:
+    """Train every run the specs (single runs and families) need and the cache lacks, `processes` at a time."""
+    from mechclaims.models.specs import parse
+    from mechclaims.training.sorting import train_many
+
+    singles = [parse(member) for spec in specs for member in members(spec)] + [s for s in specs if not members(s)]
+    runs = {run_folder(config): config for config in (config_of(s) for s in singles if _parts(s)[2] != "0")}
+    train_many([(config, folder) for folder, config in runs.items()], processes)
+
+
+def sources(spec: Spec) -> list[Path] | None:
+    """A finished run's weights (or its checkpoint's) and training record; the configuration file for the untrained
+    `/0`; None for a run still to train."""
+    from mechclaims.datasets.base import fixtures_dir
+    from mechclaims.training.sorting import CONFIGS, MODEL_FILE, RECORD_FILE, finished
+
+    configs, _, variant = _parts(spec)
+    if variant == "0":
+        return [fixtures_dir() / CONFIGS / f"{configs[0]}.json"]
+    folder = run_folder(config_of(spec))
+    if not finished(folder):
+        return None
+    weights = folder / (f"checkpoint-{variant}/{MODEL_FILE}" if variant not in (None, SHUFFLED) else MODEL_FILE)
+    return [weights, folder / RECORD_FILE]
+
+
 def boot(spec: Spec) -> Any:
     """The trained model (training it first when the cache has no finished run), or its checkpoint at the step."""
     from mechclaims.training.sorting import MODEL_FILE, boot, train
