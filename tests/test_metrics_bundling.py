@@ -162,3 +162,28 @@ def test_faiss_search_finds_planted_bundles_and_reports_its_agreement() -> None:
 def test_an_unknown_search_is_a_one_line_error() -> None:
     with pytest.raises(MechclaimsError, match="unknown bundle search 'annoy': use exact, faiss"):
         bundling.searched_bundles(np.eye(3), np.eye(3), "annoy", 2, False, "")
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 3))
+def test_bfloat16_product_rows_kept_across_calls_or_dropped_when_full_give_the_definitions_bundles(
+    seed: int, rows_that_fit: int
+) -> None:
+    """Rows kept from an earlier call over the same candidates are reused (none is computed again), and a row store
+    so small that it starts over at almost every step still gives the definition's bundles."""
+    rng = np.random.default_rng(seed)
+    candidates = rng.standard_normal((300, 16)).astype(np.float32)
+    targets = rng.standard_normal((12, 16)).astype(np.float32)
+    expected = [brute_force_bundle(candidates, target, 6, False) for target in targets]
+    bundling._KEPT_ROWS.clear()
+    with patch.object(bundling, "ROW_CACHE_BYTES", rows_that_fit * 2 * len(candidates)):
+        crowded = greedy_bundles(candidates, targets, max_tokens=6, chunk=4, kernel="bfloat16")
+    assert [[int(t) for t in row if t >= 0] for row in crowded.tokens] == expected
+    bundling._KEPT_ROWS.clear()
+    first = greedy_bundles(candidates, targets, max_tokens=6, chunk=4, kernel="bfloat16")
+    kept = next(iter(bundling._KEPT_ROWS.values()))
+    computed = kept.computed
+    assert 0 < computed == len({t for bundle in expected for t in bundle[:5]})
+    again = greedy_bundles(candidates, targets[::-1].copy(), max_tokens=6, chunk=4, kernel="bfloat16")
+    assert kept.computed == computed
+    assert np.array_equal(again.tokens, first.tokens[::-1])

@@ -12,7 +12,8 @@ the chosen tokens per step, in float32 or, where the probe in `mechclaims/kernel
 units faster, in bfloat16. The scalar increments are exact float64, and low precision only ranks.
 The float32 search keeps vocabulary-major buffers and re-scores in float64 the tokens within
 FLOAT32_SLACK of its best (`_Float32Search`). The bfloat16 search keeps target-major buffers, computes
-one product row per distinct chosen token (targets that chose the same token share it), and runs one
+one product row per chosen token (targets that chose the same token share it, in one step or across steps,
+chunks, layers and calls over the same candidates, while the rows fit in ROW_CACHE_BYTES), and runs one
 fused numba pass per step (`scans.bundle_scan`) with rigorous bounds on each term's error (below): it
 shortlists every token whose upper bound on the cosine reaches the exact float64 cosine of the
 best-looking token, and re-scores the shortlist in float64. Both give the exact greedy bundles
@@ -34,7 +35,9 @@ agreement with the exact search.
 
 from __future__ import annotations
 
+import hashlib
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +48,7 @@ from tqdm import tqdm
 
 from mechclaims.errors import MechclaimsError
 from mechclaims.kernels import KERNELS, product_kernel
+from mechclaims.memo import remembered
 from mechclaims.metrics import scans
 from mechclaims.metrics.orthogonality import divide_rows, embedding_variant
 from mechclaims.measurement import Curve, Measurement, ParamAxis, Source
@@ -52,6 +56,8 @@ from mechclaims.measurement import Curve, Measurement, ParamAxis, Source
 TIE = 1e-12
 SHORTLIST = 64
 """Tokens re-scored in float64 per target and step; a target with more is re-scored over the vocabulary."""
+ROW_CACHE_BYTES = 2 * 2**30
+"""Memory for the bfloat16 search's kept product rows (`_ProductRows`): 21 845 rows of a 49 152-token vocabulary."""
 FLOAT32_SLACK = 1e-5
 """The float32 search's margin: tokens within FLOAT32_SLACK (|best| + ||w||) of the float32 best are re-scored."""
 UNIT_ROUNDOFF = 2.0**-24
@@ -278,89 +284,115 @@ class _Float32Search:
         return tokens.numpy(), cosines.numpy()
 
 
+class _ProductRows:
+    """bfloat16 product rows E.e_s of the candidates, one per token, computed when first needed and kept (across
+    steps, chunks and calls over the same candidates, `_kept_rows`) while they fit in ROW_CACHE_BYTES; when full,
+    they are all dropped and the step's rows computed again. Any row's rounding is within the search's bounds, so
+    the bundles do not depend on which call computed it."""
+
+    def __init__(self, ranked: torch.Tensor, least: int) -> None:
+        vocab = ranked.shape[0]
+        self.ranked = ranked
+        self.rows = torch.empty(max(least, min(vocab, ROW_CACHE_BYTES // (2 * vocab))), vocab, dtype=torch.bfloat16)
+        self.bits = self.rows.view(torch.uint16).numpy()
+        self.slot = torch.full((vocab,), -1, dtype=torch.int64)
+        self.filled = 0
+        self.computed = 0
+
+    def slots(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The row of each token's product in `rows`, computing those not kept."""
+        needed = torch.unique(tokens)
+        missing = needed[self.slot[needed] < 0]
+        if self.filled + len(missing) > len(self.rows):
+            self.slot.fill_(-1)
+            self.filled, missing = 0, needed
+        if len(missing):
+            end = self.filled + len(missing)
+            torch.mm(self.ranked[missing], self.ranked.T, out=self.rows[self.filled:end])
+            self.slot[missing] = torch.arange(self.filled, end)
+            self.filled, self.computed = end, self.computed + len(missing)
+        return self.slot[tokens]
+
+
+_KEPT_ROWS: OrderedDict = OrderedDict()
+
+
+def _kept_rows(ranked: torch.Tensor, least: int) -> _ProductRows:
+    """The product rows of these bfloat16 candidates (by content), kept for the last candidate set searched."""
+    key = (hashlib.blake2b(ranked.view(torch.uint16).numpy().tobytes(), digest_size=16).hexdigest(), least)
+    return remembered(_KEPT_ROWS, key, lambda: _ProductRows(ranked, least), kept=1)
+
+
 class _Bfloat16Search:
     """The search with bfloat16 products: target-major (n x V) buffers, one fused scan per step
-    (`scans.bundle_scan`) with rigorous error bounds."""
+    (`scans.bundle_scan`) with rigorous error bounds, and product rows shared by every target that chose the same
+    token, in this step or any earlier one (`_ProductRows`)."""
 
     def __init__(self, pool: _Candidates, width: int) -> None:
         vocab = pool.e.shape[0]
         self.pool = pool
         self.bounds = _Bounds.of(pool)
-        self.buffers = (torch.empty(width, vocab), torch.empty(width, vocab),
-                        torch.empty(width, vocab, dtype=torch.bfloat16))
+        self.num, self.sq = torch.empty(width, vocab), torch.empty(width, vocab)
+        self.products = _kept_rows(self.bounds.ranked, width)
 
     def chunk(self, w: torch.Tensor, max_tokens: int, allow_repeats: bool, bar: Any) -> tuple[np.ndarray, np.ndarray]:
         """(tokens, exact float64 cosines) for one chunk of targets."""
-        return _bfloat16_chunk(self.pool, self.bounds, w, max_tokens, allow_repeats, self.buffers, bar)
-
-
-def _bfloat16_chunk(
-    pool: _Candidates,
-    bounds: _Bounds,
-    w: torch.Tensor,
-    max_tokens: int,
-    allow_repeats: bool,
-    buffers: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-    bar: Any,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(tokens, exact float64 cosines) for one chunk of targets, bfloat16 products."""
-    n = w.shape[0]
-    num, sq, product = (buffer[:n] for buffer in buffers)
-    w64 = w.double()
-    w_norm = w64.norm(dim=1)
-    zero = pool.e_sq == 0
-    torch.mm(w, pool.e.T, out=num)
-    num[:, zero] = -torch.inf
-    sq.copy_(pool.e_sq.float()[None, :].expand_as(sq))
-    num_err = (2 * bounds.gamma * bounds.e_max * w_norm + 1e-30) * SAFETY
-    sq_err = torch.full((n,), 2 * UNIT_ROUNDOFF * bounds.e_max**2 + 1e-30, dtype=torch.float64)
-    b64 = torch.zeros_like(w64)
-    current = torch.full((n,), -torch.inf, dtype=torch.float64)
-    rows = torch.arange(n)
-    num_offset = torch.zeros(n, dtype=torch.float64)
-    shared = shared_row = torch.zeros(0, dtype=torch.int64)
-    step_sq = torch.zeros(0, dtype=torch.float64)
-    tokens = torch.full((n, max_tokens), -1, dtype=torch.int64)
-    cosines = torch.full((n, max_tokens), torch.nan, dtype=torch.float64)
-    shortlist = np.empty((n, SHORTLIST), dtype=np.int64)
-    counts = np.empty(n, dtype=np.int64)
-    for step in range(max_tokens):
-        bar.update(1)
-        m = len(rows)
-        distinct = len(shared)
-        bits = product[:distinct].view(torch.uint16).numpy() if step else scans.NO_BITS
-        scans.bundle_scan(num.numpy(), sq.numpy(), rows.numpy(), bits, shared_row.numpy(), num_offset[rows].numpy(),
-                          step_sq.numpy(), bounds.product_rel, num_err[rows].numpy(), sq_err[rows].numpy(),
-                          pool.e.numpy(), b64.numpy(), w64.numpy(), w_norm.numpy(), TIE, shortlist[:m], counts[:m])
-        listed = torch.from_numpy(counts[:m].copy())
-        searching = listed > 0
-        if not bool(searching.any()):
-            break
-        fits = searching & (listed <= SHORTLIST)
-        slots = torch.arange(SHORTLIST)[None, :] < listed[:, None]
-        pair_rows, pair_slots = (slots & fits[:, None]).nonzero(as_tuple=True)
-        pair_tokens = torch.from_numpy(shortlist[:m])[pair_rows, pair_slots]
-        chosen, cosine = _exact_choice(pair_rows, pair_tokens, b64[rows], pool.e64, w64[rows], m)
-        for i in (searching & ~fits).nonzero(as_tuple=True)[0]:
-            used = zero.clone()
-            used[tokens[rows[i], :step]] = not allow_repeats
-            chosen[i], cosine[i] = _full_choice(b64[rows[i]], pool.e64, w64[rows[i]], used)
-        target_rows, s = _keep_improving(rows, chosen, cosine, current, tokens, cosines, step)
-        if step == max_tokens - 1 or len(target_rows) == 0:
-            break
-        es64 = pool.e64[s]
-        num_offset[target_rows] += (w64[target_rows] * es64).sum(1)
-        step_sq = 2 * (b64[target_rows] * es64).sum(1) + pool.e_sq[s]
-        b64[target_rows] += es64
-        bundle_size = float(step + 2)
-        sq_err[target_rows] += bounds.step_error[s] + 2 * UNIT_ROUNDOFF * (bundle_size * bounds.e_max) ** 2 * SAFETY
-        shared, shared_row = torch.unique(s, return_inverse=True)
-        torch.mm(bounds.ranked[shared], bounds.ranked.T, out=product[: len(shared)])
-        if not allow_repeats:
-            num[target_rows, s] = -torch.inf
-        rows = target_rows
-    bar.update(max_tokens - 1 - step)
-    return tokens.numpy(), cosines.numpy()
+        pool, bounds, products = self.pool, self.bounds, self.products
+        n = w.shape[0]
+        num, sq = self.num[:n], self.sq[:n]
+        w64 = w.double()
+        w_norm = w64.norm(dim=1)
+        zero = pool.e_sq == 0
+        torch.mm(w, pool.e.T, out=num)
+        num[:, zero] = -torch.inf
+        sq.copy_(pool.e_sq.float()[None, :].expand_as(sq))
+        num_err = (2 * bounds.gamma * bounds.e_max * w_norm + 1e-30) * SAFETY
+        sq_err = torch.full((n,), 2 * UNIT_ROUNDOFF * bounds.e_max**2 + 1e-30, dtype=torch.float64)
+        b64 = torch.zeros_like(w64)
+        current = torch.full((n,), -torch.inf, dtype=torch.float64)
+        rows = torch.arange(n)
+        num_offset = torch.zeros(n, dtype=torch.float64)
+        slot = torch.zeros(0, dtype=torch.int64)
+        step_sq = torch.zeros(0, dtype=torch.float64)
+        tokens = torch.full((n, max_tokens), -1, dtype=torch.int64)
+        cosines = torch.full((n, max_tokens), torch.nan, dtype=torch.float64)
+        shortlist = np.empty((n, SHORTLIST), dtype=np.int64)
+        counts = np.empty(n, dtype=np.int64)
+        for step in range(max_tokens):
+            bar.update(1)
+            m = len(rows)
+            scans.bundle_scan(num.numpy(), sq.numpy(), rows.numpy(), products.bits if step else scans.NO_BITS,
+                              slot.numpy(), num_offset[rows].numpy(), step_sq.numpy(), bounds.product_rel,
+                              num_err[rows].numpy(), sq_err[rows].numpy(), pool.e.numpy(), b64.numpy(), w64.numpy(),
+                              w_norm.numpy(), TIE, shortlist[:m], counts[:m])
+            listed = torch.from_numpy(counts[:m].copy())
+            searching = listed > 0
+            if not bool(searching.any()):
+                break
+            fits = searching & (listed <= SHORTLIST)
+            slots = torch.arange(SHORTLIST)[None, :] < listed[:, None]
+            pair_rows, pair_slots = (slots & fits[:, None]).nonzero(as_tuple=True)
+            pair_tokens = torch.from_numpy(shortlist[:m])[pair_rows, pair_slots]
+            chosen, cosine = _exact_choice(pair_rows, pair_tokens, b64[rows], pool.e64, w64[rows], m)
+            for i in (searching & ~fits).nonzero(as_tuple=True)[0]:
+                used = zero.clone()
+                used[tokens[rows[i], :step]] = not allow_repeats
+                chosen[i], cosine[i] = _full_choice(b64[rows[i]], pool.e64, w64[rows[i]], used)
+            target_rows, s = _keep_improving(rows, chosen, cosine, current, tokens, cosines, step)
+            if step == max_tokens - 1 or len(target_rows) == 0:
+                break
+            es64 = pool.e64[s]
+            num_offset[target_rows] += (w64[target_rows] * es64).sum(1)
+            step_sq = 2 * (b64[target_rows] * es64).sum(1) + pool.e_sq[s]
+            b64[target_rows] += es64
+            bundle_size = float(step + 2)
+            sq_err[target_rows] += bounds.step_error[s] + 2 * UNIT_ROUNDOFF * (bundle_size * bounds.e_max) ** 2 * SAFETY
+            slot = products.slots(s)
+            if not allow_repeats:
+                num[target_rows, s] = -torch.inf
+            rows = target_rows
+        bar.update(max_tokens - 1 - step)
+        return tokens.numpy(), cosines.numpy()
 
 
 def faiss_bundles(
