@@ -46,7 +46,11 @@ from mechclaims.stats import auroc
 
 Basis = Literal["singular", "random"]
 RANDOM_BASIS_SEED = 0
-ANALYSES_KEPT = 3
+PASSES_KEPT = 4
+"""Forward passes kept per process (about 0.3 GB each for smollm2-135m on the IOI prompts): a model and its null
+on the IOI and the generic data sets."""
+ANALYSES_KEPT = 8
+"""Decompositions kept per process: each basis of each kept pass, so no claim of the paper decomposes a pass again."""
 ROLES = ("IO", "S1", "S2", "end")
 TRACING_SHARE = 0.7
 """Upstream heads kept per traced firing: the fewest whose contributions exceed 70% of the total (section 2.0)."""
@@ -185,7 +189,7 @@ def _analysis(source: Source, dataset: Dataset, threshold: float, basis: Basis, 
 def _decomposed(source: Source, dataset: Dataset, threshold: float, basis: Basis, max_length: int | None) -> Analysis:
     caps = source.capabilities
     run = remembered(_PASSES, source_key(source, dataset, max_length),
-                     lambda: _forward_pass(source, dataset, max_length), ANALYSES_KEPT)
+                     lambda: _forward_pass(source, dataset, max_length), PASSES_KEPT)
     acts, positions, residual_hook, traceable = run.acts, run.positions, run.residual_hook, run.traceable
     tokens, mask = acts.tokens, acts.mask
     causal = caps.kind == "decoder"
