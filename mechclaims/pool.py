@@ -30,7 +30,8 @@ class ModelPool:
         if spec not in self.models:
             try:
                 members = specs.members(specs.parse(spec))
-                self.models[spec] = Family(spec, tuple(self.get(m) for m in members)) if members else load_model(spec, self.remember)
+                self.models[spec] = (Family(spec, tuple(self.get(m) for m in members)) if members
+                                     else load_model(spec, self.remember))
             except MechclaimsError as exc:
                 self.failures[spec] = str(exc)
                 raise
@@ -43,7 +44,7 @@ class ModelPool:
         pending = [spec for spec in dict.fromkeys(wanted) if spec not in self.models and spec not in self.failures]
         try:
             specs.prepare([specs.parse(spec) for spec in pending], torch.get_num_threads())
-        except MechclaimsError:
+        except Exception:  # preparing only saves time: `get` does what is left and reports what fails
             return
 
     def add(self, model: Model | Family) -> Model | Family:

@@ -11,8 +11,9 @@ Every hyperparameter is the suite's choice (the paper's set-up is not available 
 from fixtures/sorting/<name>.json. Training is deterministic on one machine: the weights come from the seeded
 native initialisation, the batch of step t from a generator seeded with (seed, t), so a run resumed from a
 checkpoint makes the same batches as one that never stopped, and every run trains on one torch thread, so a run
-trained alone and one trained beside others (`train_many`, one process per run) are the same bits. Checkpoints (`checkpoint-<step>/`, as the
-transformers Trainer names them) hold the weights and the AdamW state as safetensors, never pickles.
+trained alone and one trained beside others (`train_many`, one process per run) are the same bits. Checkpoints
+(`checkpoint-<step>/`, as the transformers Trainer names them) hold the weights and the AdamW state as
+safetensors, never pickles.
 """
 
 from __future__ import annotations
@@ -320,6 +321,7 @@ def _one_thread() -> Any:
 
 
 def finished(folder: Path) -> bool:
+    """Whether the run in `folder` has its final weights and training record."""
     return (folder / RECORD_FILE).is_file() and (folder / MODEL_FILE).is_file()
 
 
