@@ -31,7 +31,9 @@ def bundle_scan(num, sq, rows, product_bits, product_row, num_offset, sq_add, pr
     is computed exactly in float64 from `candidates`, `bundle` and `target`, and every token with
     upper_t >= cut = (cos_r - tie) ||w|| (tested as upper_t^2 >= cut^2 where cut > 0) goes to
     shortlist[i] (counts[i] of them; more than the shortlist's width overflow). No token left out can be
-    within `tie` of the best cosine.
+    within `tie` of the best cosine. The test runs without branches into a byte per token (a vectorised pass: a
+    branch on each token's sign costs more than the arithmetic), and only the 8-token words holding a listed
+    token are read again.
     """
     vocab = num.shape[1]
     dim = candidates.shape[1]
@@ -74,16 +76,21 @@ def bundle_scan(num, sq, rows, product_bits, product_row, num_offset, sq_add, pr
         cut = (cos - tie - 1e-10 * (1.0 + abs(cos))) * target_norm[j]
         cut_sq = cut * cut * (1.0 - 1e-12)
         shift = num_offset[i] + num_err[i]
-        found = 0
+        anything = cut <= 0.0
+        listed = np.zeros((vocab + 7) // 8 * 8, dtype=np.uint8)
         for t in range(vocab):
-            if num_row[t] == -np.inf:
-                continue
             high = np.float64(num_row[t]) + shift
             low = np.float64(sq_row[t]) - sq_err[i]
-            if cut <= 0.0 or (high > 0.0 and (low <= 0.0 or high * high >= cut_sq * low)):
-                if found < width:
-                    shortlist[i, found] = t
-                found += 1
+            listed[t] = (num_row[t] != -np.inf) & (anything | ((high > 0.0) & ((low <= 0.0) | (high * high >= cut_sq * low))))
+        found = 0
+        words = listed.view(np.uint64)
+        for word in range(words.shape[0]):
+            if words[word] != 0:
+                for t in range(8 * word, 8 * word + 8):
+                    if listed[t]:
+                        if found < width:
+                            shortlist[i, found] = t
+                        found += 1
         counts[i] = found
 
 

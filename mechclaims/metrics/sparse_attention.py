@@ -105,12 +105,13 @@ def _reading(source: Source) -> tuple[str, str]:
 
 
 def _svds(source: Source, processing: str, length: int) -> list[OmegaSVD]:
-    """Every layer's OmegaSVD; one per offset 1 - length .. length - 1 under rotary positions."""
+    """Every layer's OmegaSVD; under rotary positions one per offset j - i a pair can have: 1 - length .. 0 in a
+    decoder (causal: no source after its destination), 1 - length .. length - 1 in an encoder."""
     caps = source.capabilities
     weights = source.weights(processing)
     groups = key_heads(caps.n_heads, caps.n_kv_heads)
     tables = source.rotary_tables(length)
-    offsets = tuple(range(-(length - 1), length))
+    offsets = tuple(range(-(length - 1), 1 if caps.kind == "decoder" else length))
     matrices = None if tables is None else rotary_offset_matrices(*tables, offsets)
     svds = []
     for layer in range(caps.n_layers):
