@@ -5,6 +5,7 @@ from __future__ import annotations
 from unittest.mock import patch
 
 import numpy as np
+import torch
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
@@ -166,11 +167,11 @@ def test_an_unknown_search_is_a_one_line_error() -> None:
 
 @settings(max_examples=20, deadline=None)
 @given(st.integers(0, 2**32 - 1), st.integers(1, 3))
-def test_bfloat16_product_rows_kept_across_calls_or_dropped_when_full_give_the_definitions_bundles(
+def test_bfloat16_product_rows_kept_across_calls_or_evicted_when_full_give_the_definitions_bundles(
     seed: int, rows_that_fit: int
 ) -> None:
     """Rows kept from an earlier call over the same candidates are reused (none is computed again), and a row store
-    so small that it starts over at almost every step still gives the definition's bundles."""
+    so small that it evicts rows at almost every step still gives the definition's bundles."""
     rng = np.random.default_rng(seed)
     candidates = rng.standard_normal((300, 16)).astype(np.float32)
     targets = rng.standard_normal((12, 16)).astype(np.float32)
@@ -187,3 +188,20 @@ def test_bfloat16_product_rows_kept_across_calls_or_dropped_when_full_give_the_d
     again = greedy_bundles(candidates, targets[::-1].copy(), max_tokens=6, chunk=4, kernel="bfloat16")
     assert kept.computed == computed
     assert np.array_equal(again.tokens, first.tokens[::-1])
+
+
+def test_a_full_product_row_store_evicts_the_least_recently_used_token() -> None:
+    """Three rows fit: after tokens 0, 1, then 2, then 0 again, token 3 takes token 1's row; every kept row is its
+    token's product with the candidates, as one product computed alone gives it."""
+    ranked = torch.as_tensor(np.random.default_rng(0).standard_normal((8, 4)), dtype=torch.bfloat16)
+    with patch.object(bundling, "ROW_CACHE_BYTES", 3 * 2 * len(ranked)):
+        store = bundling._ProductRows(ranked, 1)
+    first = store.slots(torch.tensor([0, 1]))
+    store.slots(torch.tensor([2]))
+    assert int(store.slots(torch.tensor([0]))[0]) == int(first[0])
+    assert int(store.slots(torch.tensor([3]))[0]) == int(first[1])
+    assert store.computed == 4
+    assert [int(store.slot[t]) >= 0 for t in range(4)] == [True, False, True, True]
+    for token in (0, 2, 3):
+        alone = (ranked[token:token + 1].double() @ ranked.double().T).bfloat16()[0]
+        assert torch.equal(store.rows[store.slot[token]], alone)

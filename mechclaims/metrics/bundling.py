@@ -286,9 +286,9 @@ class _Float32Search:
 
 class _ProductRows:
     """bfloat16 product rows E.e_s of the candidates, one per token, computed when first needed and kept (across
-    steps, chunks and calls over the same candidates, `_kept_rows`) while they fit in ROW_CACHE_BYTES; when full,
-    they are all dropped and the step's rows computed again. Any row's rounding is within the search's bounds, so
-    the bundles do not depend on which call computed it."""
+    steps, chunks and calls over the same candidates, `_kept_rows`) in ROW_CACHE_BYTES; when full, the rows used
+    least recently make room. Any row's rounding is within the search's bounds, so the bundles do not depend on
+    which call computed it."""
 
     def __init__(self, ranked: torch.Tensor, least: int) -> None:
         vocab = ranked.shape[0]
@@ -296,22 +296,38 @@ class _ProductRows:
         self.rows = torch.empty(max(least, min(vocab, ROW_CACHE_BYTES // (2 * vocab))), vocab, dtype=torch.bfloat16)
         self.bits = self.rows.view(torch.uint16).numpy()
         self.slot = torch.full((vocab,), -1, dtype=torch.int64)
+        self.owner = torch.full((len(self.rows),), -1, dtype=torch.int64)
+        self.used = torch.zeros(len(self.rows), dtype=torch.int64)
         self.filled = 0
         self.computed = 0
+        self.calls = 0
 
     def slots(self, tokens: torch.Tensor) -> torch.Tensor:
-        """The row of each token's product in `rows`, computing those not kept."""
+        """The row of each token's product in `rows`, computing those not kept (at most `least` distinct tokens)."""
+        self.calls += 1
         needed = torch.unique(tokens)
         missing = needed[self.slot[needed] < 0]
-        if self.filled + len(missing) > len(self.rows):
-            self.slot.fill_(-1)
-            self.filled, missing = 0, needed
         if len(missing):
-            end = self.filled + len(missing)
-            torch.mm(self.ranked[missing], self.ranked.T, out=self.rows[self.filled:end])
-            self.slot[missing] = torch.arange(self.filled, end)
-            self.filled, self.computed = end, self.computed + len(missing)
+            places = self._places(len(missing), needed)
+            self.rows.index_copy_(0, places, torch.mm(self.ranked[missing], self.ranked.T))
+            self.slot[missing] = places
+            self.owner[places] = missing
+            self.computed += len(missing)
+        self.used[self.slot[needed]] = self.calls
         return self.slot[tokens]
+
+    def _places(self, count: int, needed: torch.Tensor) -> torch.Tensor:
+        """`count` free rows: unfilled ones first, then those of the least recently used tokens not `needed` now."""
+        fresh = torch.arange(self.filled, min(self.filled + count, len(self.rows)))
+        self.filled += len(fresh)
+        if len(fresh) == count:
+            return fresh
+        age = self.used.clone()
+        kept = self.slot[needed]
+        age[kept[kept >= 0]] = self.calls
+        victims = torch.argsort(age, stable=True)[: count - len(fresh)]
+        self.slot[self.owner[victims]] = -1
+        return torch.cat([fresh, victims])
 
 
 _KEPT_ROWS: OrderedDict = OrderedDict()
