@@ -14,6 +14,7 @@ from mechclaims import bench
 from mechclaims.atomic import atomic_write_text
 from mechclaims.errors import MechclaimsError
 from mechclaims.models import BUNDLED
+from mechclaims.outputs import output_file
 
 
 def _models(_: argparse.Namespace) -> None:
@@ -26,6 +27,7 @@ def _report(args: argparse.Namespace) -> None:
     from mechclaims.report import render_report
     from mechclaims.results import load_results, merge_results
 
+    output_file(args.out, "--out", args.results)
     render_report(merge_results([load_results(path) for path in args.results]).to_json(), args.out)
     print(f"wrote {args.out}")
 
@@ -36,6 +38,11 @@ def _sweep(args: argparse.Namespace) -> None:
     from mechclaims.results import RESULTS_INDENT, load_results, merge_results
     from mechclaims.sweeps import resweep
 
+    output_file(args.out, "--out", args.results)
+    if args.json is not None:
+        output_file(args.json, "--json", [*args.results, *([args.out] if args.out.exists() else [])])
+        if args.json.absolute() == args.out.absolute():
+            raise MechclaimsError(f"--json and --out both name {args.out}: name two files")
     sweeps, param_sweeps = parse_sweeps(args.sweep)
     swept = resweep(merge_results([load_results(path) for path in args.results]), sweeps, param_sweeps)
     for row in swept.results:
@@ -55,6 +62,8 @@ def _evaluate(args: argparse.Namespace) -> None:
     from mechclaims.engine import Settings, evaluate
     from mechclaims.results import RESULTS_INDENT, json_default
 
+    if args.json is not None:
+        output_file(args.json, "--json")
     params = parse_params([f"{args.claim}:{text}" for text in args.param or []])
     settings = Settings(thresholds=parse_thresholds([f"{args.claim}={args.threshold}"] if args.threshold else []),
                         params=params, claims_dir=args.claims_dir)

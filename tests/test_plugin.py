@@ -80,6 +80,28 @@ def test_bad_options_are_one_line_usage_errors(
     assert not (suite.path / "reports").exists()
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--report-dir", "taken"], "--report-dir taken is a file"),
+        (["--report-dir", "taken/reports"], "--report-dir taken/reports is under"),
+        (["--cache-dir", "taken/cache"], "--cache-dir taken/cache is under"),
+        (["--baseline", "taken", "--update-baselines"], "--baseline (with --update-baselines) taken is a file"),
+    ],
+)
+def test_output_folders_that_cannot_be_written_are_usage_errors_before_measuring(
+    suite: pytest.Pytester, tiny_gpt2_dir: Path, args: list[str], message: str
+) -> None:
+    """A results, cache or baseline folder that is (or is under) a regular file stops the run up front (exit 4)."""
+    (suite.path / "taken").write_text("not a folder")
+    result = _run(suite, "--model", str(tiny_gpt2_dir), *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert [line for line in result.errlines if message in line], result.errlines
+    assert "Traceback" not in "\n".join(result.errlines)
+    assert (suite.path / "taken").read_text() == "not a folder"
+    assert not (suite.path / "reports").exists()
+
+
 def test_run_writes_reports_with_ids_verdicts_and_nulls(suite: pytest.Pytester, tiny_gpt2_dir: Path) -> None:
     """Every claim runs on the checkpoint; ids are <claim-id>[<model>]; each result has its null."""
     collected = _run(suite, "--model", str(tiny_gpt2_dir), "--collect-only", "-q")

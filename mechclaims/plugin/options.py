@@ -1,5 +1,5 @@
-"""The mechclaims command-line options, parsed and validated once, before any model loads: a bad value
-is a one-line usage error (exit 4). The parsed `Options` live in `config.stash[OPTIONS]`."""
+"""The mechclaims command-line options, parsed and validated once, before any model loads: a bad value, or a
+folder the run could not write its results, baselines or cache into, is a one-line usage error (exit 4). The parsed `Options` live in `config.stash[OPTIONS]`."""
 
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ import pytest
 
 from mechclaims.arguments import parse_params, parse_sweeps, parse_thresholds
 from mechclaims.baselines import DEFAULT_DIR as DEFAULT_BASELINE_DIR
+from mechclaims.cache import CACHE_ENV, default_cache_dir
 from mechclaims.claim import Grid
 from mechclaims.errors import MechclaimsError
 from mechclaims.models import check_spec
+from mechclaims.outputs import writable_folder
 from mechclaims.run import DEVICE_ENV, target_device
 
 
@@ -51,6 +53,12 @@ class Options:
                                   f"baselines (default {DEFAULT_BASELINE_DIR} when present), or record them with "
                                   "--update-baselines")
         cache_dir = config.getoption("mechclaims_cache_dir")
+        no_cache = bool(config.getoption("mechclaims_no_cache"))
+        report_dir = writable_folder(config.getoption("mechclaims_report_dir"), "--report-dir")
+        if update:
+            writable_folder(baseline or DEFAULT_BASELINE_DIR, "--baseline (with --update-baselines)")
+        if not no_cache:
+            writable_folder(cache_dir or default_cache_dir(), "--cache-dir" if cache_dir else f"the cache folder (${CACHE_ENV})")
         device = config.getoption("mechclaims_device")
         if device is not None:
             target_device(device)
@@ -60,10 +68,10 @@ class Options:
             params=parse_params(config.getoption("mechclaims_params") or []),
             sweeps=sweeps,
             param_sweeps=param_sweeps,
-            report_dir=Path(config.getoption("mechclaims_report_dir")),
+            report_dir=report_dir,
             strict_null=bool(config.getoption("mechclaims_strict_null")),
             cache_dir=None if cache_dir is None else Path(cache_dir),
-            no_cache=bool(config.getoption("mechclaims_no_cache")),
+            no_cache=no_cache,
             baseline_dir=Path(baseline) if baseline else (
                 DEFAULT_BASELINE_DIR if update or DEFAULT_BASELINE_DIR.is_dir() else None),
             update_baselines=update,
