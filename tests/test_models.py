@@ -690,6 +690,21 @@ def test_an_existing_folder_is_a_folder_spec_without_a_path_prefix(tmp_path: Pat
     assert parse("other-model").kind == "hub"
 
 
+def test_spellings_of_one_folder_are_one_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`d`, `d/` and `d//` are written `d`; any spelling that resolves to the same folder (relative or absolute,
+    also under the same random: seed) is the same model, and another folder or seed is not."""
+    (tmp_path / "d").mkdir()
+    (tmp_path / "e").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert parse("d/").text == parse("d//").text == "d" and parse("./d/").text == "./d"
+    assert parse(f"{tmp_path}/d/").text == f"{tmp_path}/d"
+    same = {specs.same_model(parse(text)) for text in ("d", "d/", "./d", f"{tmp_path}/d", f"{tmp_path}//e/../d")}
+    assert len(same) == 1
+    assert specs.same_model(parse("e")) not in same
+    assert specs.same_model(parse("random:d/")) == specs.same_model(parse(f"random@0:{tmp_path}/d"))
+    assert specs.same_model(parse("random@1:d")) != specs.same_model(parse("random:d"))
+
+
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(name=HUB_NAMES, seed=SEEDS, spelled_seed=st.booleans())
 def test_random_wraps_any_base_under_its_seed(name: str, seed: int, spelled_seed: bool) -> None:

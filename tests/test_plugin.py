@@ -102,6 +102,18 @@ def test_output_folders_that_cannot_be_written_are_usage_errors_before_measuring
     assert not (suite.path / "reports").exists()
 
 
+def test_two_spellings_of_one_folder_collect_one_model(suite: pytest.Pytester, tiny_gpt2_dir: Path) -> None:
+    """`--model d --model d/` (and the folder by another path) is one model: one item per claim, named `d`."""
+    alias = suite.path / "alias"
+    alias.symlink_to(tiny_gpt2_dir, target_is_directory=True)
+    once = _run(suite, "--model", str(tiny_gpt2_dir), "--collect-only", "-q")
+    spelled = _run(suite, "--model", str(tiny_gpt2_dir), "--model", f"{tiny_gpt2_dir}/", "--model", f"{alias}/",
+                   "--collect-only", "-q")
+    items = [line for line in spelled.outlines if "::" in line]
+    assert items == [line for line in once.outlines if "::" in line]
+    assert len(items) >= 13 and all(line.endswith(f"[{tiny_gpt2_dir}]") for line in items if "regression[" not in line)
+
+
 def test_run_writes_reports_with_ids_verdicts_and_nulls(suite: pytest.Pytester, tiny_gpt2_dir: Path) -> None:
     """Every claim runs on the checkpoint; ids are <claim-id>[<model>]; each result has its null."""
     collected = _run(suite, "--model", str(tiny_gpt2_dir), "--collect-only", "-q")

@@ -90,13 +90,28 @@ def _parse_base(text: str, whole: str) -> Spec:
     if text in bundled.BUNDLED:
         return Spec(text, "bundled", text)
     if text.startswith(("/", ".", "~")) or hub.existing_folder(text) is not None:
-        return Spec(text, "folder", text)
+        folder = _folder_text(text)
+        return Spec(folder, "folder", folder)
     if _is_hub_name(text):
         return Spec(text, "hub", text)
     raise MechclaimsError(
         f"unknown model spec {whole!r}: use a Hugging Face name (gpt2), a checkpoint folder, "
         f"{', '.join([*bundled.BUNDLED, *(f'{kind}:<name>' for kind in _prefixed_kinds())])}, random:<spec> or auto"
     )
+
+
+def _folder_text(text: str) -> str:
+    """A folder spec's canonical spelling: repeated and trailing slashes dropped (`d/` and `d//x` are `d`, `d/x`)."""
+    return re.sub("/+", "/", text).rstrip("/") or "/"
+
+
+def same_model(spec: Spec) -> tuple[Any, ...]:
+    """What a spec loads, so that two spellings of one model are one: a folder by its resolved path."""
+    if spec.base is not None:
+        return ("random", spec.seed, same_model(spec.base))
+    if spec.kind == "folder":
+        return ("folder", str(Path(spec.argument).expanduser().resolve()))
+    return (spec.kind, spec.argument)
 
 
 def _prefixed_kinds() -> list[str]:

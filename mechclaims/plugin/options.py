@@ -15,7 +15,7 @@ from mechclaims.baselines import DEFAULT_DIR as DEFAULT_BASELINE_DIR
 from mechclaims.cache import CACHE_ENV, default_cache_dir
 from mechclaims.claim import Grid
 from mechclaims.errors import MechclaimsError
-from mechclaims.models import check_spec
+from mechclaims.models import check_spec, specs
 from mechclaims.outputs import writable_folder
 from mechclaims.run import DEVICE_ENV, target_device
 
@@ -43,8 +43,11 @@ class Options:
     def from_config(cls, config: pytest.Config) -> Options:
         models = [*(config.getoption("mechclaims_models") or []),
                   *read_models_file(config.getoption("mechclaims_models_file"))] or ["auto"]
+        distinct: dict[tuple[Any, ...], str] = {}
         for spec in models:
             check_spec(spec, probe_hub=False)
+            parsed = specs.parse(spec)
+            distinct.setdefault(specs.same_model(parsed), parsed.text)
         sweeps, param_sweeps = parse_sweeps(config.getoption("mechclaims_sweeps") or [])
         update = bool(config.getoption("mechclaims_update_baselines"))
         baseline = config.getoption("mechclaims_baseline")
@@ -63,7 +66,7 @@ class Options:
         if device is not None:
             target_device(device)
         return cls(
-            models=tuple(dict.fromkeys(models)),
+            models=tuple(distinct.values()),
             thresholds=parse_thresholds(config.getoption("mechclaims_thresholds") or []),
             params=parse_params(config.getoption("mechclaims_params") or []),
             sweeps=sweeps,
