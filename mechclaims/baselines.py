@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mechclaims.atomic import atomic_write_text
+from mechclaims.claim import Verdict
 from mechclaims.errors import MechclaimsError
 from mechclaims.results import (
     DIFFERENT_WEIGHTS,
@@ -49,7 +50,42 @@ def load_baseline(directory: Path, model: str) -> dict[str, Any] | None:
                               "--update-baselines") from None
     if not isinstance(data, dict) or data.get("schema") != SCHEMA or data.get("model") != model:
         raise MechclaimsError(f"{path} is not a {SCHEMA} baseline of {model!r}: re-record it with --update-baselines")
+    broken = _broken(data)
+    if broken is not None:
+        raise MechclaimsError(f"baseline {path} is broken ({broken}): restore it from git or re-record it with "
+                              "--update-baselines")
     return data
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _broken(data: dict[str, Any]) -> str | None:
+    """The first place where a baseline's body departs from the schema (module docstring), or None."""
+    if not isinstance(data.get("fingerprint"), str):
+        return "fingerprint is not a string"
+    recorded = data.get("recorded")
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("git_revision", 0), (str, type(None))):
+        return "recorded.git_revision is missing"
+    claims = data.get("claims")
+    if not isinstance(claims, dict):
+        return "claims is not an object"
+    verdicts = {verdict.value for verdict in Verdict}
+    for claim, entry in claims.items():
+        where = f"claims[{claim!r}]"
+        if not isinstance(entry, dict):
+            return f"{where} is not an object"
+        for key in ("statistic", "null_statistic"):
+            if key not in entry or not (entry[key] is None or _is_number(entry[key])):
+                return f"{where}.{key} is {entry.get(key, 'missing')!r}, not a number or null"
+        if entry.get("verdict") not in verdicts:
+            return f"{where}.verdict is {entry.get('verdict', 'missing')!r}, not one of {', '.join(sorted(verdicts))}"
+        if not isinstance(entry.get("threshold"), str) or not isinstance(entry.get("params"), dict):
+            return f"{where} lacks its threshold text or params object"
+        if not _is_number(entry.get("tolerance")):
+            return f"{where}.tolerance is {entry.get('tolerance', 'missing')!r}, not a number"
+    return None
 
 
 def _entry(result: Result, tolerance: float) -> dict[str, Any]:

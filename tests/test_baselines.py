@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from dataclasses import replace
 
-from mechclaims.baselines import baseline_file, compare, load_baseline, update_baselines
+from mechclaims.baselines import Baselines, baseline_file, compare, load_baseline, update_baselines
 from mechclaims.claim import Threshold, Verdict
 from mechclaims.errors import MechclaimsError
 from mechclaims.results import DIFFERENT_WEIGHTS, NOT_RECORDED, REGRESSION, UNCHANGED, Result, RunRecord
@@ -106,6 +106,34 @@ def test_an_unusable_baseline_is_a_one_line_error(tmp_path: Path, content: str) 
     with pytest.raises(MechclaimsError, match="--update-baselines") as error:
         load_baseline(tmp_path, "org/model")
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("break_body", "found"),
+    [
+        (lambda b: b["claims"][CLAIM].pop("verdict"), f"claims[{CLAIM!r}].verdict is 'missing'"),
+        (lambda b: b["claims"][CLAIM].update(statistic="0.5"), f"claims[{CLAIM!r}].statistic is '0.5', not a number"),
+        (lambda b: b["claims"][CLAIM].update(null_statistic=True), "null_statistic is True, not a number"),
+        (lambda b: b["claims"][CLAIM].update(tolerance=None), "tolerance is None, not a number"),
+        (lambda b: b["claims"][CLAIM].pop("params"), "lacks its threshold text or params object"),
+        (lambda b: b["claims"].update({CLAIM: [1]}), "is not an object"),
+        (lambda b: b.update(claims=[]), "claims is not an object"),
+        (lambda b: b.pop("fingerprint"), "fingerprint is not a string"),
+        (lambda b: b.update(recorded=None), "recorded.git_revision is missing"),
+    ],
+)
+def test_a_baseline_with_a_broken_body_is_one_regression_naming_the_fault(tmp_path: Path, break_body: Any,
+                                                                          found: str) -> None:
+    """The right schema and model but a broken body: reading it is a one-line error naming the first fault, and
+    every comparison with it is that regression (never a KeyError from inside the comparison)."""
+    baseline = _baseline(tmp_path, _row())
+    break_body(baseline)
+    baseline_file(tmp_path, "org/model").write_text(json.dumps(baseline))
+    with pytest.raises(MechclaimsError, match="is broken") as error:
+        load_baseline(tmp_path, "org/model")
+    assert found in str(error.value) and "\n" not in str(error.value)
+    comparison = Baselines(tmp_path).compare(_row(), FINGERPRINT, 0.01)
+    assert comparison is not None and comparison.status == REGRESSION and found in comparison.message
 
 
 def test_no_baseline_file_means_none(tmp_path: Path) -> None:

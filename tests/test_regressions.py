@@ -117,6 +117,25 @@ def test_an_unreadable_baseline_fails_the_regression_item_with_the_fix(project: 
                                  f"FAILED *{REGRESSION_ITEM}*"])
 
 
+def test_a_baseline_with_a_broken_body_is_one_regression_and_results_json_agrees(project: pytest.Pytester,
+                                                                                  tiny_gpt2_dir: Path) -> None:
+    """A baseline of the right schema whose entry lost its verdict: the claim item still passes, its regression
+    item fails naming the fault, and results.json records that regression (not "no baseline")."""
+    _run(project, "--model", str(tiny_gpt2_dir), "--update-baselines")
+    (baseline_path,) = (project.path / "reports" / "baselines").iterdir()
+    baseline = json.loads(baseline_path.read_text())
+    del baseline["claims"][CLAIM]["verdict"]
+    baseline_path.write_text(json.dumps(baseline))
+    result = _run(project, "--model", str(tiny_gpt2_dir))
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines([f"*is broken (claims[[]'{CLAIM}'[]].verdict is 'missing'*--update-baselines*",
+                                 f"FAILED *{REGRESSION_ITEM}*"])
+    assert "KeyError" not in result.stdout.str()
+    row = _results(project)["results"][0]
+    assert row["verdict"] == "PASS" and row["baseline"]["status"] == "regression"
+    assert "is broken" in row["baseline"]["message"]
+
+
 def test_xdist_workers_write_one_report_with_every_model(project: pytest.Pytester, tiny_gpt2_dir: Path,
                                                          tiny_llama_dir: Path) -> None:
     """-n 2 --dist loadgroup: each model in its own worker; the controller merges both workers' rows into
