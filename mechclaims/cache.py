@@ -14,6 +14,8 @@ import hashlib
 import importlib.util
 import json
 import os
+import shutil
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,6 +23,7 @@ import platformdirs
 
 from mechclaims import __version__
 from mechclaims.atomic import atomic_write_text
+from mechclaims.errors import MechclaimsWarning
 from mechclaims.measurement import Measurement
 
 CACHE_ENV = "MECHCLAIMS_CACHE_DIR"
@@ -109,6 +112,17 @@ def cache_key(fingerprint: str, measure: Callable[..., Any], params: dict[str, A
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
+def discard_damaged(path: Path, problem: Exception) -> None:
+    """Delete a damaged (or outdated) cache entry (file or folder) so that it is rebuilt, with a one-line note saying so."""
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+    reason = " ".join(f"{type(problem).__name__}: {problem}".split())[:160]
+    warnings.warn(MechclaimsWarning(f"discarded the unusable cache entry {path} ({reason}): it is computed again and "
+                                    "rewritten"), stacklevel=2)
+
+
 def _json_default(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else str(value)
 
@@ -129,7 +143,8 @@ class MeasurementCache:
             return None
         try:
             return Measurement.from_json(json.loads(path.read_text(encoding="utf-8")))
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            discard_damaged(path, exc)
             return None
 
     def put(self, key: str, measurement: Measurement) -> None:

@@ -6,3 +6,7 @@ class MechclaimsError(Exception):
 
     def __init__(self, message: str) -> None:
         super().__init__(" ".join(message.split()))
+
+
+class MechclaimsWarning(UserWarning):
+    """A one-line note of something the run repaired on its own (a damaged cache entry discarded and rebuilt)."""

@@ -9,6 +9,7 @@ import pytest
 
 from mechclaims import cache
 from mechclaims.cache import MeasurementCache, cache_key
+from mechclaims.errors import MechclaimsWarning
 from mechclaims.metrics import bundling
 from mechclaims.models import Model
 from mechclaims.measurement import Curve, Measurement, ParamAxis
@@ -57,8 +58,19 @@ def test_entries_round_trip_with_their_kept_distributions(tmp_path: Path) -> Non
     assert MeasurementCache(tmp_path, enabled=False).get("ab" * 32) is None
 
 
-def test_a_corrupt_entry_is_a_miss(tmp_path: Path) -> None:
+@pytest.mark.parametrize("damage", ["truncated", "empty", "flipped"])
+def test_a_damaged_entry_is_discarded_with_a_one_line_note_and_rewritten(tmp_path: Path, damage: str) -> None:
+    """A truncated, zero-byte or bit-flipped entry is a miss: deleted, with one line saying so, and the next put
+    writes a good one."""
     store = MeasurementCache(tmp_path)
+    entry = tmp_path / "cd" / f"{'cd' * 32}.json"
     store.put("cd" * 32, Measurement(statistics={"s": 1.0}))
-    (tmp_path / "cd" / f"{'cd' * 32}.json").write_bytes(b"{not json")
-    assert store.get("cd" * 32) is None
+    good = entry.read_bytes()
+    damaged = {"truncated": good[: len(good) // 2], "empty": b"", "flipped": bytes(b ^ 0xFF for b in good)}[damage]
+    entry.write_bytes(damaged)
+    with pytest.warns(MechclaimsWarning, match="discarded the unusable cache entry .*computed again") as noted:
+        assert store.get("cd" * 32) is None
+    assert len(noted) == 1 and "\n" not in str(noted[0].message)
+    assert not entry.exists()
+    store.put("cd" * 32, Measurement(statistics={"s": 1.0}))
+    assert store.get("cd" * 32).statistics == {"s": 1.0}

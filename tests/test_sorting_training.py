@@ -12,7 +12,7 @@ from safetensors.numpy import load_file
 
 from helpers import claim_by_id
 
-from mechclaims.errors import MechclaimsError
+from mechclaims.errors import MechclaimsError, MechclaimsWarning
 from mechclaims.models import load_model
 from mechclaims.models.kinds.sorting import run_folder
 from mechclaims.training.sorting import (
@@ -102,6 +102,22 @@ def test_the_sorting_spec_trains_once_into_a_cache_keyed_by_configuration(short:
     assert run_folder(replace(short, weight_decay=0.0)) != run_folder(short)
     tokens = model.activations(["3 1 7 SEP 1 3 7"], [], prepend_bos=False, progress=False).tokens[0]
     assert tokens.tolist() == [n + SPECIALS for n in (3, 1, 7)] + [short.separator] + [n + SPECIALS for n in (1, 3, 7)]
+
+
+@pytest.mark.parametrize("damaged", [MODEL_FILE, RECORD_FILE, f"checkpoint-20/{MODEL_FILE}"])
+def test_a_damaged_cached_run_is_discarded_with_a_note_and_retrained_to_the_same_weights(
+    short: SortingConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damaged: str
+) -> None:
+    monkeypatch.setenv("MECHCLAIMS_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr("mechclaims.training.sorting.load_config", lambda name, seed=0: replace(short, seed=seed))
+    spec = "sorting:ci@2/20" if damaged.startswith("checkpoint") else "sorting:ci@2"
+    fingerprint = load_model(spec, remember=False).fingerprint
+    path = run_folder(short.with_seed(2)) / damaged
+    path.write_bytes(path.read_bytes()[:40])
+    with pytest.warns(MechclaimsWarning, match="discarded the unusable cache entry .*computed again") as noted:
+        again = load_model(spec, remember=False)
+    assert len(noted) == 1 and again.fingerprint == fingerprint
+    assert path.stat().st_size > 40
 
 
 @pytest.mark.parametrize(("spec", "message"), [

@@ -25,6 +25,7 @@ MODELS_EXTRA_HINT = (
     "mechclaims needs only its GGUF file)"
 )
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DIGEST_FILE = "model.safetensors.sha256"
 
 
 @dataclass(frozen=True)
@@ -41,37 +42,63 @@ def dequantised_folder(gguf: Path) -> Path:
     """Where the float32 safetensors copy of `gguf` lives: the cache, keyed by the GGUF file's SHA-256."""
     from mechclaims.cache import default_cache_dir
 
-    digest = hashlib.sha256()
-    with gguf.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 24), b""):
-            digest.update(block)
-    return default_cache_dir() / "dequantised" / f"{gguf.stem}-{digest.hexdigest()[:16]}"
+    return default_cache_dir() / "dequantised" / f"{gguf.stem}-{_digest(gguf)[:16]}"
 
 
 def _dequantised(folder: Path) -> tuple[Any, Any]:
     """SmolLM2's model and tokenizer. The first load dequantises the GGUF file and saves the result as
     safetensors (`safetensors.torch.save_model`: transformers refuses to serialise a GGUF-loaded model) beside
-    its config and tokenizer, moved into place whole; every load reads that copy."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    its config, tokenizer and the weights' SHA-256, moved into place whole; every load reads that copy. A copy
+    whose weights no longer have that digest, or that does not load, is discarded (with a note) and made again."""
+    from mechclaims.cache import discard_damaged
 
     cached = dequantised_folder(folder / SMOLLM2_GGUF)
-    if not (cached / "model.safetensors").is_file():
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
-        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        scratch = Path(tempfile.mkdtemp(dir=cached.parent, prefix=".partial-"))
+    if (cached / "model.safetensors").is_file():
         try:
-            save_model(model, str(scratch / "model.safetensors"), metadata={"format": "pt"})
-            model.config.save_pretrained(scratch)
-            tokenizer.save_pretrained(scratch)
-            os.replace(scratch, cached)
-        except OSError:
-            if not (cached / "model.safetensors").is_file():
-                raise
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+            return _read_copy(cached)
+        except Exception as exc:  # any fault of a damaged copy: it is only a cache of the GGUF file
+            discard_damaged(cached, exc)
+    _write_copy(folder, cached)
+    return _read_copy(cached)
+
+
+def _write_copy(folder: Path, cached: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(dir=cached.parent, prefix=".partial-"))
+    try:
+        save_model(model, str(scratch / "model.safetensors"), metadata={"format": "pt"})
+        (scratch / DIGEST_FILE).write_text(_digest(scratch / "model.safetensors"))
+        model.config.save_pretrained(scratch)
+        tokenizer.save_pretrained(scratch)
+        os.replace(scratch, cached)
+    except OSError:
+        if not (cached / "model.safetensors").is_file():
+            raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _read_copy(cached: Path) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    recorded = (cached / DIGEST_FILE).read_text().strip()
+    if _digest(cached / "model.safetensors") != recorded:
+        raise MechclaimsError(f"its weights no longer have the SHA-256 {recorded[:12]} recorded when it was made")
     return (AutoModelForCausalLM.from_pretrained(cached, dtype=torch.float32, use_safetensors=True),
             AutoTokenizer.from_pretrained(cached))
+
+
+def _digest(path: Path) -> str:
+    """The SHA-256 of a file, read in 16 MiB blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 24), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _boot_smollm2(folder: Path) -> Any:

@@ -120,14 +120,28 @@ def sources(spec: Spec) -> list[Path] | None:
 
 
 def boot(spec: Spec) -> Any:
-    """The trained model (training it first when the cache has no finished run), or its checkpoint at the step."""
+    """The trained model (training it first when the cache has no finished run), or its checkpoint at the step. A
+    cached run that cannot be read (a damaged record, checkpoint or weights file) is discarded with a note and
+    trained again from its seed, which gives the same bits."""
     from mechclaims.training.sorting import MODEL_FILE, boot, train
+
+    from safetensors import SafetensorError
+
+    from mechclaims.cache import discard_damaged
 
     config = config_of(spec)
     variant = _parts(spec)[2]
     if variant == "0":
         return boot(config)
     folder = run_folder(config)
-    train(config, folder)
     at_step = variant is not None and variant != SHUFFLED
-    return boot(config, folder / (f"checkpoint-{variant}/{MODEL_FILE}" if at_step else MODEL_FILE))
+    weights = folder / (f"checkpoint-{variant}/{MODEL_FILE}" if at_step else MODEL_FILE)
+    try:
+        train(config, folder)
+        return boot(config, weights)
+    except (OSError, ValueError, KeyError, SafetensorError) as exc:  # a damaged run: retrained (the same bits)
+        if not folder.exists():
+            raise
+        discard_damaged(folder, exc)
+    train(config, folder)
+    return boot(config, weights)
