@@ -4,6 +4,7 @@ models, attention biases), fingerprints, the random: null, the hub probe, one-li
 from __future__ import annotations
 
 import hashlib
+import json
 import http.server
 import importlib.util
 import os
@@ -444,6 +445,21 @@ def _header(header: bytes) -> Callable[[Path], None]:
     return damage
 
 
+def _rewrite_first_tensor(change: Callable[[dict[str, Any]], None]) -> Callable[[Path], None]:
+    """A damage that edits the first tensor's header entry in place (the header padded to its length)."""
+    def damage(folder: Path) -> None:
+        weights = folder / "model.safetensors"
+        data = weights.read_bytes()
+        length = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8 : 8 + length])
+        change(header[next(key for key in header if key != "__metadata__")])
+        text = json.dumps(header, separators=(",", ":")).encode()
+        assert len(text) <= length
+        weights.write_bytes(data[:8] + text.ljust(length) + data[8 + length :])
+
+    return damage
+
+
 @pytest.mark.parametrize("prefix", ["", "random:"])
 @pytest.mark.parametrize(
     ("damage", "fragments"),
@@ -454,6 +470,11 @@ def _header(header: bytes) -> Callable[[Path], None]:
         pytest.param(_overwrite(0, b"\xff" * 8), ("is corrupt", "re-download or re-save"), id="header-length"),
         pytest.param(_overwrite(8, b"\xff" * 8), ("is corrupt", "re-download or re-save"), id="header-json"),
         pytest.param(_header(b"{}"), ("holds no tensors", "re-save the checkpoint"), id="no-tensors"),
+        pytest.param(_rewrite_first_tensor(lambda entry: entry.update(dtype="F16")),
+                     ("is corrupt (its header does not fit its data", "re-download or re-save"), id="bad-dtype"),
+        pytest.param(_rewrite_first_tensor(lambda entry: entry.update(data_offsets=[entry["data_offsets"][0] + 4,
+                                                                                    entry["data_offsets"][1]])),
+                     ("is corrupt (its header does not fit its data", "re-download or re-save"), id="bad-offsets"),
         pytest.param(
             _header(b"[1, 2]"),
             ("is corrupt", "re-download or re-save"),

@@ -118,7 +118,9 @@ def hub_reachable(timeout: float = HUB_PROBE_SECONDS, opener: Callable[..., Any]
 
 
 def check_safetensors(file: Path) -> None:
-    """Header parses, names at least one tensor, and every tensor's bytes lie inside the file."""
+    """Header parses, names at least one tensor, every tensor's bytes lie inside the file, and the safetensors
+    library accepts the header against the data (offsets contiguous, each tensor's size fitting its dtype and shape),
+    reading no tensor."""
     size = file.stat().st_size
     try:
         with file.open("rb") as raw:
@@ -136,6 +138,14 @@ def check_safetensors(file: Path) -> None:
     needed = 8 + header_len + max(ends)
     if size < needed:
         raise MechclaimsError(f"{file} is truncated ({size} of {needed} bytes): re-download or re-save the checkpoint")
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(file), framework="pt"):
+            pass
+    except SafetensorError as exc:
+        raise MechclaimsError(f"{file} is corrupt (its header does not fit its data: {' '.join(str(exc).split())}): "
+                              "re-download or re-save the checkpoint") from None
 
 
 def checkpoint_weights(folder: Path) -> list[Path]:
