@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mechclaims.claim import Threshold
+from mechclaims.errors import MechclaimsError
 from mechclaims.measurement import Measurement
 from mechclaims.stats import wilson_interval
 
@@ -35,3 +36,10 @@ def test_only_fraction_statistics_have_an_interval() -> None:
     assert Threshold(statistic="decline", op=">", value=0.05, origin="suite").interval_of(measurement) is None
     with pytest.raises(ValueError, match="at least one trial"):
         wilson_interval(0.5, 0)
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5, float("inf")])
+def test_a_fraction_threshold_outside_the_unit_interval_is_a_one_line_error(value: float) -> None:
+    with pytest.raises(MechclaimsError, match=r"outside \[0, 1\]: give a fraction between 0 and 1"):
+        Threshold(statistic="fraction_at_least", at=0.5, op=">", value=value, origin="suite")
+    assert Threshold(statistic="decline", op=">", value=value, origin="suite").value == value

@@ -60,6 +60,7 @@ def _results(pytester: pytest.Pytester) -> dict:
         (["--sweep", "nobody.claim:max_tokens=1:2:1"], "unknown claim 'nobody.claim'"),
         (["--param", "knittel2024.embed_raw_orthogonal=1"], "use --param CLAIM:NAME=VALUE"),
         (["--param", "nobody.claim:variant=raw"], "--param names unknown claim 'nobody.claim'"),
+        (["--threshold", "knittel2024.mlp0_token_bundles=1.5"], "is outside [0, 1]: give a fraction between 0 and 1"),
         (["--param", "knittel2024.embed_raw_orthogonal:varient=raw"], "(did you mean 'variant'?)"),
         (["--param", "knittel2024.embed_raw_orthogonal:bound=high"], "bound='high' does not fit"),
         (["--device", "meta"], "device 'meta' is not supported: use cpu or cuda"),

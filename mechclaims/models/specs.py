@@ -70,6 +70,8 @@ def random_text(seed: int, base: str) -> str:
 
 def parse(text: str) -> Spec:
     """The one reading of a spec string; a spec that no kind accepts is a one-line MechclaimsError."""
+    if not text.strip():
+        raise MechclaimsError("empty model spec: name a model, e.g. --model smollm2-135m (a folder as ./name)")
     match = RANDOM.fullmatch(text)
     if match is None:
         return _parse_base(text, text)
@@ -77,6 +79,8 @@ def parse(text: str) -> Spec:
         raise MechclaimsError(f"nested random: in model spec {text!r}: use random:<spec> once")
     base = _parse_base(match["base"], text)
     seed = int(match["seed"] or 0)
+    if seed >= 2**32:
+        raise MechclaimsError(f"random seed {seed} in model spec {text!r} is too large: use a seed below 2**32")
     return Spec(random_text(seed, base.text), "random", base.text, seed=seed, base=base)
 
 

@@ -7,6 +7,7 @@ xdist group, so `-n N --dist loadgroup` loads each model in one worker."""
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -90,6 +91,12 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     options = session.config.stash[OPTIONS]
     claims = {item.stash[CLAIM_KEY][0].id: item.stash[CLAIM_KEY][0] for item in session.items if CLAIM_KEY in item.stash}
     check_claim_names(options, set(claims))
+    for claim_id, value in options.thresholds.items():
+        if claim_id in claims:
+            try:
+                replace(claims[claim_id].threshold, value=value)
+            except MechclaimsError as exc:
+                raise pytest.UsageError(f"--threshold {claim_id}={value:g}: {exc}") from None
     for claim_id, overrides in options.params.items():
         if claim_id in claims:
             try:
