@@ -182,7 +182,8 @@ def _versions() -> dict[str, str | None]:
 @dataclass
 class RunRecord:
     """Everything one run measured: provenance (`run`, filled when serialised unless loaded), the
-    models' provenance, the claims as data, and the results."""
+    models' provenance, the claims as data, and the results; `interrupted` marks a run stopped before its end
+    (Ctrl-C), whose results are partial."""
 
     argv: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.time)
@@ -191,6 +192,7 @@ class RunRecord:
     claims: dict[str, dict[str, Any]] = field(default_factory=dict)
     results: list[Result] = field(default_factory=list)
     run: dict[str, Any] | None = None
+    interrupted: bool = False
 
     def provenance(self) -> dict[str, Any]:
         """The `run` block: as loaded, or this process's versions, revision and machine now."""
@@ -206,6 +208,7 @@ class RunRecord:
             "threads": torch.get_num_threads(),
             "product_kernel": product_kernel().to_json(),
             "argv": self.argv,
+            "interrupted": self.interrupted,
         }
 
     def to_json(self) -> dict[str, Any]:

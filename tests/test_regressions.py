@@ -181,3 +181,51 @@ def test_concurrent_cache_writers_never_expose_a_partial_entry(tmp_path: Path) -
         sizes = pool.map(_hammer, [str(tmp_path)] * 4)
     assert {size for worker in sizes for size in worker} == {20_000}
     assert [p.name for p in (tmp_path / "ab").iterdir()] == ["ab" + "0" * 62 + ".json"]
+
+
+INTERRUPTING_CLAIMS = f'''
+import os
+
+import toy_metric
+from mechclaims.claim import Claim, Threshold
+
+
+def interrupted_when_asked(source, variant="raw"):
+    """The toy measurement, or Ctrl-C when $TOY_INTERRUPT is set (a user stopping the run mid-way)."""
+    if os.environ.get("TOY_INTERRUPT"):
+        raise KeyboardInterrupt
+    return toy_metric.scaled_embedding_cosines(source, variant)
+
+
+CLAIMS = [
+    Claim(id="{CLAIM}", paper="toy", section="1", statement="Embeddings are nearly orthogonal.",
+          measure=toy_metric.scaled_embedding_cosines, params={{"variant": "raw"}},
+          threshold=Threshold(statistic="mean_abs_ratio", op="<=", value=2.0, origin="suite"),
+          trivial_if_null_passes=False, tolerance=0.01),
+    Claim(id="toy.later_claim", paper="toy", section="2", statement="The same, measured later.",
+          measure=interrupted_when_asked, params={{"variant": "centred"}},
+          threshold=Threshold(statistic="mean_abs_ratio", op="<=", value=2.0, origin="suite"),
+          trivial_if_null_passes=False, tolerance=0.01),
+]
+'''
+
+
+def test_an_interrupted_run_keeps_the_last_complete_results_and_marks_its_partial_ones(
+    project: pytest.Pytester, tiny_gpt2_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C in the second claim: results.json, report.html and the baselines of the last complete run stay as
+    they were; the claims measured before the interrupt go to results.interrupted.json, marked, and its report
+    says the results are partial."""
+    project.makepyfile(test_toy_claims=INTERRUPTING_CLAIMS)
+    assert _run(project, "--model", str(tiny_gpt2_dir), "--update-baselines").ret == pytest.ExitCode.OK
+    reports = project.path / "reports"
+    complete = {path: path.read_bytes() for path in reports.rglob("*") if path.is_file()}
+    monkeypatch.setenv("TOY_INTERRUPT", "1")
+    stopped = _run(project, "--model", str(tiny_gpt2_dir), "--no-cache", "--update-baselines")
+    assert stopped.ret == pytest.ExitCode.INTERRUPTED
+    stopped.stdout.fnmatch_lines(["*mechclaims: wrote reports?results.interrupted.json"])
+    assert {path: path.read_bytes() for path in complete} == complete
+    partial = json.loads((reports / "results.interrupted.json").read_text())
+    assert partial["run"]["interrupted"] is True and [row["claim"] for row in partial["results"]] == [CLAIM]
+    assert 'id="interrupted"' in (reports / "report.interrupted.html").read_text()
+    assert _results(project)["run"]["interrupted"] is False

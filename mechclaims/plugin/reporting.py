@@ -1,5 +1,7 @@
 """results.json, report.html and (with --update-baselines) the baselines, written once at the end of the
-run from the session's Results. Under pytest-xdist each worker hands its results to the controller
+run from the session's Results. An interrupted run (Ctrl-C) writes its partial results, marked, to
+results.interrupted.json and report.interrupted.html instead, and records no baseline: the last complete run's
+files stay. Under pytest-xdist each worker hands its results to the controller
 (`workeroutput`), which merges them and is the only process that writes files."""
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.hookimpl(trylast=True)
-def pytest_sessionfinish(session: pytest.Session) -> None:
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
     state, record = config.stash[SESSION], config.stash[RECORD]
     _collect(record, state)
@@ -70,12 +72,14 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if not record.results:
         return
     options = config.stash[OPTIONS]
-    data = record.write(options.report_dir / "results.json")
+    record.interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
+    stem = ".interrupted" if record.interrupted else ""
+    written = [options.report_dir / f"results{stem}.json", options.report_dir / f"report{stem}.html"]
+    data = record.write(written[0])
     from mechclaims.report import render_report
 
-    render_report(data, options.report_dir / "report.html")
-    written = [options.report_dir / "results.json", options.report_dir / "report.html"]
-    if options.update_baselines and options.baseline_dir is not None:
+    render_report(data, written[1])
+    if options.update_baselines and options.baseline_dir is not None and not record.interrupted:
         written += update_baselines(options.baseline_dir, record)
     config.stash[WRITTEN] = written
 
