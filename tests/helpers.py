@@ -28,7 +28,8 @@ def claim_by_id(claim_id: str) -> Claim:
 
 def _threshold(statistic: str = "mean_abs_ratio", at: float | None = None) -> dict[str, Any]:
     describe = f"{statistic} <= 2" if at is None else f"{statistic}({at}) >= 0.9"
-    return {"statistic": statistic, "op": "<=", "value": 2.0, "at": at, "origin": "suite", "describe": describe,
+    op, value = ("<=", 2.0) if at is None else (">=", 0.9)
+    return {"statistic": statistic, "op": op, "value": value, "at": at, "origin": "suite", "describe": describe,
             "overridden": False}
 
 
