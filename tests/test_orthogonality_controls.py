@@ -154,12 +154,17 @@ def test_ln_claim_is_not_applicable_to_rmsnorm_models() -> None:
 @pytest.mark.parametrize("claim_id", list(BY_ID))
 @pytest.mark.parametrize("weights", [gaussian_weights, correlated_weights], ids=["gaussian", "correlated"])
 def test_verdict_flips_when_the_threshold_crosses_the_statistic(claim_id: str, weights: Callable[[], Weights]) -> None:
-    """The same measurement passes on one side of its statistic and fails on the other."""
+    """The same measurement passes on one side of its statistic and fails on the other (a fraction at 0 or 1 has no
+    valid value on its far side: a fraction threshold lies in [0, 1], so that side is not tried)."""
     claim = BY_ID[claim_id]
     measurement = claim.measure(FakeSource(weights()), **claim.params)
     statistic = claim.threshold.statistic_of(measurement)
     margin = max(abs(statistic) * 0.1, 1e-3)
     lenient = statistic - margin if claim.threshold.op.startswith(">") else statistic + margin
     strict = statistic + margin if claim.threshold.op.startswith(">") else statistic - margin
-    assert claim.decide(measurement, None, replace(claim.threshold, value=lenient))[0] is Verdict.PASS
-    assert claim.decide(measurement, None, replace(claim.threshold, value=strict))[0] is Verdict.FAIL
+    valid = (lambda value: 0.0 <= value <= 1.0) if claim.threshold.at is not None else (lambda value: True)
+    assert valid(lenient) or valid(strict)
+    if valid(lenient):
+        assert claim.decide(measurement, None, replace(claim.threshold, value=lenient))[0] is Verdict.PASS
+    if valid(strict):
+        assert claim.decide(measurement, None, replace(claim.threshold, value=strict))[0] is Verdict.FAIL
