@@ -113,7 +113,7 @@ def cache_key(fingerprint: str, measure: Callable[..., Any], params: dict[str, A
 
 
 def discard_damaged(path: Path, problem: Exception) -> None:
-    """Delete a damaged (or outdated) cache entry (file or folder) so that it is rebuilt, with a one-line note saying so."""
+    """Delete a damaged (or outdated) cache entry, file or folder, so that it is rebuilt; a one-line note says so."""
     if path.is_dir():
         shutil.rmtree(path, ignore_errors=True)
     else:

@@ -78,8 +78,8 @@ class Threshold:
         if (self.statistic in FRACTION_STATISTICS) != (self.at is not None):
             raise MechclaimsError("fraction statistics need `at`; other statistics must not have it")
         if self.at is not None and not 0.0 <= self.value <= 1.0:
-            raise MechclaimsError(f"threshold value {self.value:g} for the fraction statistic {self.statistic} is outside "
-                                  "[0, 1]: give a fraction between 0 and 1")
+            raise MechclaimsError(f"threshold value {self.value:g} for the fraction statistic {self.statistic} is "
+                                  "outside [0, 1]: give a fraction between 0 and 1")
         if self.sweep is not None and (len(self.sweep) != 3 or self.sweep[2] <= 0 or self.sweep[1] < self.sweep[0]):
             raise MechclaimsError(f"threshold sweep {self.sweep!r} must be (start, stop, step) with start <= stop, step > 0")
 

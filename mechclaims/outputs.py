@@ -36,6 +36,7 @@ def output_file(path: Path | str, option: str, inputs: Iterable[Path | str] = ()
         raise MechclaimsError(f"{option} {path} is a folder: name a file (e.g. {path / 'report.html'})")
     for source in inputs:
         if path.exists() and Path(source).exists() and os.path.samefile(path, source):
-            raise MechclaimsError(f"{option} {path} is also an input, which writing it would destroy: name another file")
+            raise MechclaimsError(f"{option} {path} is also an input, which writing it would destroy: name another "
+                                  "file")
     _checked_chain(path, option, tuple(path.absolute().parents), "name a file in a folder you can write to")
     return path

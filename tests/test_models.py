@@ -885,7 +885,8 @@ def test_a_damaged_dequantised_copy_is_discarded_with_a_note_and_made_again(
     weights[-100] ^= 0xFF
     (place / "model.safetensors").write_bytes(bytes(weights) if damage == "flipped" else b"")
     made: list[Path] = []
-    monkeypatch.setattr(bundled, "_write_copy", lambda folder, cached: (made.append(cached), shutil.copytree(good, cached)))
+    monkeypatch.setattr(bundled, "_write_copy",
+                        lambda folder, cached: (made.append(cached), shutil.copytree(good, cached)))
     with pytest.warns(MechclaimsWarning, match="discarded the unusable cache entry .*computed again") as noted:
         model, _ = bundled._dequantised(gguf.parent)
     assert made == [place] and len(noted) == 1

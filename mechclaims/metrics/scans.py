@@ -81,7 +81,8 @@ def bundle_scan(num, sq, rows, product_bits, product_row, num_offset, sq_add, pr
         for t in range(vocab):
             high = np.float64(num_row[t]) + shift
             low = np.float64(sq_row[t]) - sq_err[i]
-            listed[t] = (num_row[t] != -np.inf) & (anything | ((high > 0.0) & ((low <= 0.0) | (high * high >= cut_sq * low))))
+            above = (high > 0.0) & ((low <= 0.0) | (high * high >= cut_sq * low))
+            listed[t] = (num_row[t] != -np.inf) & (anything | above)
         found = 0
         words = listed.view(np.uint64)
         for word in range(words.shape[0]):

@@ -1,5 +1,6 @@
 """The mechclaims command-line options, parsed and validated once, before any model loads: a bad value, or a
-folder the run could not write its results, baselines or cache into, is a one-line usage error (exit 4). The parsed `Options` live in `config.stash[OPTIONS]`."""
+folder the run could not write its results, baselines or cache into, is a one-line usage error (exit 4). The
+parsed `Options` live in `config.stash[OPTIONS]`."""
 
 from __future__ import annotations
 
@@ -61,7 +62,8 @@ class Options:
         if update:
             writable_folder(baseline or DEFAULT_BASELINE_DIR, "--baseline (with --update-baselines)")
         if not no_cache:
-            writable_folder(cache_dir or default_cache_dir(), "--cache-dir" if cache_dir else f"the cache folder (${CACHE_ENV})")
+            writable_folder(cache_dir or default_cache_dir(),
+                            "--cache-dir" if cache_dir else f"the cache folder (${CACHE_ENV})")
         device = config.getoption("mechclaims_device")
         if device is not None:
             target_device(device)

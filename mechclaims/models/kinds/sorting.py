@@ -123,11 +123,10 @@ def boot(spec: Spec) -> Any:
     """The trained model (training it first when the cache has no finished run), or its checkpoint at the step. A
     cached run that cannot be read (a damaged record, checkpoint or weights file) is discarded with a note and
     trained again from its seed, which gives the same bits."""
-    from mechclaims.training.sorting import MODEL_FILE, boot, train
-
     from safetensors import SafetensorError
 
     from mechclaims.cache import discard_damaged
+    from mechclaims.training.sorting import MODEL_FILE, boot, train
 
     config = config_of(spec)
     variant = _parts(spec)[2]
