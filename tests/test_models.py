@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterator, TypeVar
 from urllib.error import URLError
 from urllib.request import Request
 
+import huggingface_hub
 import huggingface_hub.constants
 import numpy as np
 import pytest
@@ -510,6 +511,79 @@ def test_non_finite_weights_name_the_parameter(tiny_gpt2_dir: Path, tmp_path: Pa
     assert "re-download or re-save" in message
 
 
+def _renamed(rename: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]) -> Callable[[Path], None]:
+    """Rewrite a folder's checkpoint with `rename` applied to its tensors (a valid safetensors file throughout)."""
+
+    def damage(folder: Path) -> None:
+        save_file(rename(_saved(folder)), folder / "model.safetensors", metadata={"format": "pt"})
+
+    return damage
+
+
+NAME_MISMATCHES = [
+    pytest.param(_renamed(lambda tensors: {f"module.{key}": value for key, value in tensors.items()}),
+                 ("29 weights the checkpoint does not hold", "transformer.h.0.attn.c_attn.bias",
+                  "26 checkpoint tensors the architecture does not use", "module.transformer.h.0"), id="module-prefix"),
+    pytest.param(_renamed(lambda tensors: {k: v for k, v in tensors.items() if k != "transformer.h.1.mlp.c_fc.weight"}),
+                 ("1 weights the checkpoint does not hold (transformer.h.1.mlp.c_fc.weight)",), id="one-missing"),
+    pytest.param(_renamed(lambda tensors: {**tensors, "transformer.h.1.mlp.c_gate.weight": torch.ones(2, 2)}),
+                 ("1 checkpoint tensors the architecture does not use (transformer.h.1.mlp.c_gate.weight)",),
+                 id="one-unused"),
+]
+
+
+@pytest.mark.parametrize("prefix", ["", "random:"])
+@pytest.mark.parametrize(("damage", "fragments"), NAME_MISMATCHES)
+def test_a_checkpoint_whose_tensors_do_not_fit_its_architecture_is_an_error_naming_them(
+    tiny_gpt2_dir: Path, tmp_path: Path, prefix: str, damage: Callable[[Path], None], fragments: tuple[str, ...]
+) -> None:
+    """Tensor names that do not match the architecture (a `module.` prefix, a weight left out, a stray tensor) leave
+    weights at their initialisation: the load fails naming them, with the fix, rather than measuring noise."""
+    folder = tmp_path / "checkpoint"
+    shutil.copytree(tiny_gpt2_dir, folder)
+    damage(folder)
+    message = _one_line_error(lambda: load_model(f"{prefix}{folder}"))
+    assert f"{folder} does not load into its architecture GPT2LMHeadModel" in message, message
+    assert all(fragment in message for fragment in fragments), message
+    assert "re-save the model with save_pretrained" in message
+
+
+@pytest.mark.parametrize("online", [False, True])
+def test_a_hub_snapshot_whose_tensors_do_not_fit_is_the_same_error(
+    hub_cache: Path, tiny_gpt2_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, online: bool
+) -> None:
+    """A hub name loads its snapshot as a folder, online or from the cache, so its tensors are checked the same
+    way; online, the snapshot asks only for configs, tokenizer files and safetensors (never pickles)."""
+    folder = tmp_path / "snapshot"
+    shutil.copytree(tiny_gpt2_dir, folder)
+    _renamed(lambda tensors: {f"module.{key}": value for key, value in tensors.items()})(folder)
+    requests: list[dict[str, Any]] = []
+    if online:
+        monkeypatch.setattr(hub, "hub_reachable", lambda: True)
+
+        def snapshot(name: str, **options: Any) -> str:
+            requests.append({"name": name, **options})
+            return str(folder)
+
+        monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot)
+    else:
+        _cache_snapshot(hub_cache, "local-org/prefixed", folder)
+    message = _one_line_error(lambda: load_model("local-org/prefixed", remember=False))
+    assert "does not load into its architecture GPT2LMHeadModel" in message and "module.transformer" in message
+    if online:
+        assert requests == [{"name": "local-org/prefixed", "allow_patterns": list(hub.SNAPSHOT_FILES),
+                             "local_files_only": False}]
+        assert not any(pattern.endswith((".bin", ".pt", ".pth", ".h5", ".msgpack", ".py"))
+                       for pattern in hub.SNAPSHOT_FILES)
+
+
+def test_a_gpt2_checkpoint_lists_nothing_as_initialised_at_load(tiny_gpt2_model: Model, tiny_random: Model) -> None:
+    """GPT-2's split attention copies (attn.q/k/v, made by TransformerLens from c_attn) and its tied unembedding
+    are not missing weights: a complete GPT-2 checkpoint, and its null, list nothing as initialised at load."""
+    assert tiny_gpt2_model.initialised_at_load == ()
+    assert tiny_random.initialised_at_load == ()
+
+
 def test_unknown_weight_processing(tiny_gpt2_model: Model) -> None:
     """Only `raw` and `compat` processing exist."""
     message = _one_line_error(lambda: tiny_gpt2_model.weights("folded"))  # type: ignore[arg-type]
@@ -677,6 +751,21 @@ def test_loads_of_a_checkpoint_without_its_head_are_identical_and_name_what_was_
     assert "cls.predictions.transform.dense.weight" in first.initialised_at_load
     assert not any(key.startswith("bert.") for key in first.initialised_at_load)
     assert load_model(f"random:{tmp_path}").initialised_at_load == ()
+
+
+def test_parts_of_the_saved_class_the_loaded_class_lacks_are_named_and_left_out(tmp_path: Path) -> None:
+    """A BERT saved as BertModel with its pooler loads as BertForMaskedLM, which has no pooler: the pooler's tensors
+    are named in a warning and not measured; the model is the checkpoint's own encoder, bit for bit."""
+    torch.manual_seed(4)
+    config = BertConfig(vocab_size=BERT_VOCAB_SIZE, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=32)
+    BertModel(config).save_pretrained(tmp_path, safe_serialization=True)
+    word_tokenizer(BERT_VOCAB_SIZE).save_pretrained(tmp_path)
+    with pytest.warns(MechclaimsWarning, match=r"2 tensors of its BertModel are not part of BertForMaskedLM and are "
+                                               r"not measured \(pooler.dense.bias, pooler.dense.weight\)"):
+        model = load_model(str(tmp_path), remember=False)
+    saved = _saved(tmp_path)["encoder.layer.0.attention.self.query.weight"]
+    assert np.array_equal(np.concatenate(list(model.weights("raw").W_Q[0]), axis=1), saved.T.numpy())
 
 
 WORDS = st.lists(st.text("abcxyz0189", min_size=1, max_size=6), min_size=1, max_size=3).map("-".join)

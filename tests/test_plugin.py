@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from helpers import CLAIMS_DIR
 
@@ -237,6 +238,23 @@ def test_unloadable_model_fails_each_claim_with_one_line(suite: pytest.Pytester)
     result.stdout.fnmatch_lines(["*not in the local Hugging Face cache*--model smollm2-135m*"])
     assert "Traceback" not in result.stdout.str()
     assert _results(suite)["results"][0]["verdict"] == "ERROR"
+
+
+def test_a_checkpoint_whose_tensor_names_do_not_fit_is_an_error_not_a_measurement(
+    suite: pytest.Pytester, tiny_gpt2_dir: Path, tmp_path: Path
+) -> None:
+    """A checkpoint saved with a `module.` prefix (as DataParallel writes it) would load none of its tensors: each
+    claim on it and on its null is an ERROR naming them, and results.json holds no measurement of it."""
+    folder = tmp_path / "prefixed"
+    shutil.copytree(tiny_gpt2_dir, folder)
+    tensors = load_file(folder / "model.safetensors")
+    save_file({f"module.{key}": value for key, value in tensors.items()}, folder / "model.safetensors",
+              metadata={"format": "pt"})
+    result = _run(suite, "--model", str(folder), "-k", "embed_raw")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*does not load into its architecture GPT2LMHeadModel*module.transformer*"])
+    assert "Traceback" not in result.stdout.str()
+    assert [(row["verdict"], row["statistic"]) for row in _results(suite)["results"]] == [("ERROR", None)]
 
 
 @pytest.mark.slow

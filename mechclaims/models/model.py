@@ -182,18 +182,19 @@ def _norm_kind(normalization_type: str | None) -> Literal["layernorm", "rmsnorm"
     return "rmsnorm" if normalization_type.upper().startswith("RMS") else "layernorm"
 
 
+INITIALISED_AT_LOAD = "mechclaims_initialised_at_load"
+"""The attribute of a transformers model naming the parameters its checkpoint lacked (`initialised_at_load`)."""
+
+
 def checkpoint_name(key: str) -> str:
     """A parameter's name in the checkpoint: TransformerBridge's `_original_component` wrappers dropped."""
     return key.replace("._original_component", "").replace("_original_component.", "")
 
 
 def initialised_at_load(module: torch.nn.Module) -> tuple[str, ...]:
-    """Parameters the checkpoint did not hold, which transformers initialised at load (it marks every
-    parameter it loads with `_is_hf_initialized`); empty for a model built in code, which has no marks."""
-    named = {checkpoint_name(k): p for k, p in module.named_parameters()}
-    if not any(getattr(p, "_is_hf_initialized", False) for p in named.values()):
-        return ()
-    return tuple(sorted(k for k, p in named.items() if not getattr(p, "_is_hf_initialized", False)))
+    """Parameters the checkpoint did not hold, which transformers initialised at load: the head of a headless
+    checkpoint, kept by `kinds.hub.pretrained`; empty for a model built in code."""
+    return tuple(getattr(module, INITIALISED_AT_LOAD, ()))
 
 
 def checked_fingerprint(module: torch.nn.Module, name: str) -> str:

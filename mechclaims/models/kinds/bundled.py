@@ -88,8 +88,7 @@ def _read_copy(cached: Path) -> tuple[Any, Any]:
     recorded = (cached / DIGEST_FILE).read_text().strip()
     if _digest(cached / "model.safetensors") != recorded:
         raise MechclaimsError(f"its weights no longer have the SHA-256 {recorded[:12]} recorded when it was made")
-    return (AutoModelForCausalLM.from_pretrained(cached, dtype=torch.float32, use_safetensors=True),
-            AutoTokenizer.from_pretrained(cached))
+    return hub.pretrained(cached, AutoModelForCausalLM), AutoTokenizer.from_pretrained(cached)
 
 
 def _digest(path: Path) -> str:

@@ -10,17 +10,23 @@ from __future__ import annotations
 import json
 import os
 import threading
+import warnings
 import urllib.request
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from mechclaims.errors import MechclaimsError
+import torch
+
+from mechclaims.errors import MechclaimsError, MechclaimsWarning
+from mechclaims.models.model import INITIALISED_AT_LOAD
 
 if TYPE_CHECKING:
     from mechclaims.models.specs import Spec
 
 HUB_PROBE_SECONDS = 5.0
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "vocab.txt", "tokenizer.model")
+SNAPSHOT_FILES = ("*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken")
+"""What a hub snapshot fetches: configs, tokenizer files and safetensors weights (never pickles, never code)."""
 BUNDLED_HINT = "use a bundled model: --model smollm2-135m or --model minilm-l6"
 OFFLINE_VALUES = frozenset({"1", "true", "yes", "on"})
 
@@ -42,16 +48,15 @@ def check(spec: Spec, probe_hub: bool) -> None:
 
 
 def boot(spec: Spec) -> Any:
-    """The folder's checkpoint; for a hub name, the hub when it answers, else the cached snapshot offline
-    (never 30 s of retries)."""
+    """The folder's checkpoint; for a hub name, its snapshot (configs, tokenizer and safetensors only), from the hub
+    when it answers, else from the local cache offline (never 30 s of retries). Either way it loads as a folder."""
     from huggingface_hub import snapshot_download
-    from transformer_lens.model_bridge import TransformerBridge
 
     if spec.kind == "folder":
         return boot_folder(Path(spec.argument).expanduser())
-    if hub_reachable():
-        return TransformerBridge.boot_transformers(spec.argument, trust_remote_code=False)
-    return boot_folder(Path(snapshot_download(spec.argument, local_files_only=True)))
+    online = hub_reachable()
+    return boot_folder(Path(snapshot_download(spec.argument, allow_patterns=list(SNAPSHOT_FILES),
+                                              local_files_only=not online)))
 
 
 def sources(spec: Spec) -> list[Path] | None:
@@ -78,11 +83,78 @@ def existing_folder(text: str) -> Path | None:
 
 
 def boot_folder(folder: Path) -> Any:
-    """A TransformerBridge over a validated save_pretrained folder (no remote code)."""
+    """A TransformerBridge over a validated save_pretrained folder (no remote code), its weights loaded by
+    `pretrained` into the transformers class TransformerLens picks for the folder's architecture."""
     from transformer_lens.model_bridge import TransformerBridge
 
     checkpoint_weights(folder)
-    return TransformerBridge.boot_transformers(str(folder), trust_remote_code=False)
+    return TransformerBridge.boot_transformers(str(folder), hf_model=pretrained(folder), trust_remote_code=False)
+
+
+def pretrained(folder: Path, model_class: Any | None = None) -> Any:
+    """`model_class.from_pretrained(folder)` in float32 with eager attention, checked against transformers' own
+    loading report (`output_loading_info`, after the architecture's ignore lists): every weight of the architecture
+    must come from the checkpoint, and every tensor of the checkpoint must load.
+
+    The exceptions are the parts in which the class config.json names (the checkpoint's own) and the class loaded
+    differ, as when a sentence-embedding BERT saved as `BertModel` loads as `BertForMaskedLM`: the loaded class's
+    head, which the checkpoint cannot hold, is initialised at load and named under INITIALISED_AT_LOAD; the saved
+    class's own parts the loaded one lacks (BERT's pooler) are left out, with a MechclaimsWarning naming them.
+    Anything else would measure initialisation noise as if it were the checkpoint (a `module.` prefix loads nothing
+    at all), so it is a MechclaimsError naming the tensors."""
+    from transformers import AutoConfig
+
+    if model_class is None:
+        from transformer_lens.model_bridge.sources._hf_format import determine_architecture_from_hf_config
+        from transformer_lens.model_bridge.sources.transformers.helpers import get_hf_model_class_for_architecture
+
+        config = AutoConfig.from_pretrained(folder, trust_remote_code=False)
+        model_class = get_hf_model_class_for_architecture(determine_architecture_from_hf_config(config))
+    model, report = model_class.from_pretrained(folder, dtype=torch.float32, attn_implementation="eager",
+                                                use_safetensors=True, trust_remote_code=False,
+                                                output_loading_info=True)
+    missing, unused = set(report["missing_keys"]), set(report["unexpected_keys"])
+    saved = _saved_class_names(model) if missing or unused else set()
+    prefix = f"{getattr(model, 'base_model_prefix', '')}."
+    head = {key for key in missing if key.removeprefix(prefix) not in saved}
+    dropped = {key for key in unused if key.removeprefix(prefix) in saved}
+    faults = [f"{len(names)} {what} ({_some(names)})" for what, names in (
+        ("weights the checkpoint does not hold", missing - head),
+        ("checkpoint tensors the architecture does not use", unused - dropped),
+        ("tensors whose shapes do not fit", {str(entry[0]) for entry in report["mismatched_keys"]}),
+    ) if names]
+    if faults or report["error_msgs"]:
+        described = "; ".join(faults) or " ".join(str(report["error_msgs"][0]).split())[:200]
+        raise MechclaimsError(
+            f"{folder} does not load into its architecture {type(model).__name__}: {described}; re-save the model "
+            "with save_pretrained from the class config.json names (tensor names without a prefix such as 'module.')")
+    if dropped:
+        warnings.warn(MechclaimsWarning(
+            f"{folder}: {len(dropped)} tensors of its {model.config.architectures[0]} are not part of "
+            f"{type(model).__name__} and are not measured ({_some(dropped)})"), stacklevel=2)
+    setattr(model, INITIALISED_AT_LOAD, tuple(sorted(head)))
+    return model
+
+
+def _saved_class_names(model: Any) -> set[str]:
+    """The state-dict names, base-model prefix removed, of the transformers class config.json names, built on the
+    meta device (no memory, no random draws); empty when transformers has no such class or config.json names none."""
+    import transformers
+
+    named = getattr(transformers, (model.config.architectures or [""])[0], None)
+    if not (isinstance(named, type) and issubclass(named, transformers.PreTrainedModel)):
+        return set()
+    with torch.device("meta"):
+        built = named(model.config)
+    prefix = f"{getattr(built, 'base_model_prefix', '')}."
+    return {name.removeprefix(prefix) for name in built.state_dict()}
+
+
+def _some(names: Iterable[str], shown: int = 3) -> str:
+    """The first `shown` names in sorted order, and how many more there are."""
+    ordered = sorted(names)
+    more = f" and {len(ordered) - shown} more" if len(ordered) > shown else ""
+    return ", ".join(ordered[:shown]) + more
 
 
 def hub_cached(name: str) -> bool:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from mechclaims.models import specs
 from mechclaims.models.controls import redrawn
-from mechclaims.models.model import checked_fingerprint
+from mechclaims.models.model import INITIALISED_AT_LOAD, checked_fingerprint
 
 if TYPE_CHECKING:
     from mechclaims.models.specs import Spec
@@ -28,14 +28,15 @@ def sources(spec: Spec) -> list[Path] | None:
 
 def boot(spec: Spec) -> Any:
     """The base model re-drawn under `spec.seed`. The base's weights are checked first, so a non-finite
-    weight is reported by its checkpoint name rather than redrawn into a matrix of NaNs."""
+    weight is reported by its checkpoint name rather than redrawn into a matrix of NaNs. A null lists nothing as
+    initialised at load: none of it is the checkpoint's."""
     from transformer_lens.model_bridge import TransformerBridge
 
     base = spec.base
     assert base is not None, "parse gives every random: spec a base"
     original = specs.boot(base)
     checked_fingerprint(original.original_model, base.text)
-    return TransformerBridge.boot_transformers(
-        spec.text, hf_model=redrawn(original.original_model, spec.seed), tokenizer=original.tokenizer
-    )
+    null = redrawn(original.original_model, spec.seed)
+    setattr(null, INITIALISED_AT_LOAD, ())
+    return TransformerBridge.boot_transformers(spec.text, hf_model=null, tokenizer=original.tokenizer)
 
