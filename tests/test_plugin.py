@@ -55,6 +55,7 @@ def _results(pytester: pytest.Pytester) -> dict:
         (["--model", "not a spec!!"], "unknown model spec"),
         (["--model", "/no/such/folder"], "does not exist"),
         (["--threshold", "nobody.claim=1"], "unknown claim 'nobody.claim'"),
+        (["--threshold", "knittel2024.embed_raw_orthgonal=0.5"], "(did you mean 'knittel2024.embed_raw_orthogonal'?)"),
         (["--models-file", "/no/such/models.txt"], "--models-file /no/such/models.txt cannot be read"),
         (["--baseline", "/no/such/baselines"], "--baseline /no/such/baselines is not a directory"),
         (["--sweep", "knittel2024.mlp0_token_bundles:=1:2:1"], "use --sweep CLAIM=START:STOP:STEP or CLAIM:PARAM="),
@@ -229,6 +230,16 @@ def test_strict_null_fails_a_trivial_pass(suite: pytest.Pytester, tiny_gpt2_dir:
     strict = _run(suite, *args, "--strict-null")
     strict.assert_outcomes(failed=1)
     strict.stdout.fnmatch_lines(["*TRIVIAL (--strict-null)*"])
+
+
+def test_options_for_a_claim_deselected_by_k_are_accepted(suite: pytest.Pytester, tiny_gpt2_dir: Path) -> None:
+    """-k deselects the claim --threshold names: a valid run of the selected claim, not an unknown-claim error; a bad
+    value for the deselected claim is still a usage error."""
+    args = ["--model", str(tiny_gpt2_dir), "-k", "embed_raw"]
+    _run(suite, *args, "--threshold", "knittel2024.ln_removes_shared_direction=0.5").assert_outcomes(passed=1)
+    assert [row["claim"] for row in _results(suite)["results"]] == ["knittel2024.embed_raw_orthogonal"]
+    bad = _run(suite, *args, "--threshold", "knittel2024.mlp0_token_bundles=1.5")
+    assert bad.ret == pytest.ExitCode.USAGE_ERROR
 
 
 def test_unloadable_model_fails_each_claim_with_one_line(suite: pytest.Pytester) -> None:

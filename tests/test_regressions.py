@@ -163,6 +163,17 @@ def test_unknown_claims_are_a_usage_error_under_xdist_too(project: pytest.Pytest
     assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
 
 
+def test_options_for_a_claim_deselected_by_k_are_not_unknown_under_xdist(project: pytest.Pytester,
+                                                                        tiny_gpt2_dir: Path) -> None:
+    """A second claims module; -k selects only its claim, and --threshold names the first module's claim, which
+    every worker collected and deselected: a valid run, not a usage error."""
+    project.makepyfile(test_other_claims=CLAIMS_MODULE.replace(CLAIM, "toy.other_ratio"))
+    result = _run(project, "--model", str(tiny_gpt2_dir), "-n", "2", "-k", "other_ratio",
+                  "--threshold", f"{CLAIM}=1.5")
+    assert result.ret == pytest.ExitCode.OK, result.stderr.str()
+    assert [row["claim"] for row in _results(project)["results"]] == ["toy.other_ratio"]
+
+
 def _hammer(directory: str) -> list[int]:
     """Write and read one cache entry many times; returns the sizes of what each read returned."""
     cache = MeasurementCache(Path(directory))

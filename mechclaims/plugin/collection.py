@@ -12,14 +12,16 @@ from typing import Any
 
 import pytest
 
-from mechclaims.catalogue import claims_of
-from mechclaims.claim import Claim, Verdict
+from mechclaims.catalogue import claims_of, load_claims
+from mechclaims.claim import Claim, Verdict, did_you_mean
 from mechclaims.errors import MechclaimsError
 from mechclaims.plugin.options import OPTIONS, Options
 from mechclaims.plugin.session import SESSION
 from mechclaims.pool import ModelPool
 
 CLAIM_KEY = pytest.StashKey[tuple[Claim, str]]()
+COLLECTED = pytest.StashKey[dict[str, Claim]]()
+"""Every claim of the collected claims modules, by id, also those -k, -m or --slow-claims deselect."""
 CLAIM_ITEM_ID = re.compile(r"^([a-z0-9_]+\.[a-z0-9_]+)\[")
 
 
@@ -49,6 +51,7 @@ def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: objec
         claims = claims_of(obj, collector.nodeid)
     except MechclaimsError as exc:
         raise collector.CollectError(str(exc)) from None
+    collector.config.stash.setdefault(COLLECTED, {}).update({claim.id: claim for claim in claims})
     session = collector.config.stash[SESSION]
     session.resolve_auto()
     by_subject: dict[str, list[Claim]] = {spec: [c for c in claims if not c.subjects] for spec in session.models}
@@ -74,13 +77,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def check_claim_names(options: Options, known: set[str]) -> None:
-    """--threshold, --sweep and --param must name collected claims (a usage error names the choices)."""
+    """--threshold, --sweep and --param must name claims of the collected modules, selected or not (a usage error
+    names the closest and all the choices)."""
     if not known:
         return
     for option, names in options.named_claims():
         unknown = sorted(names - known)
         if unknown:
-            raise pytest.UsageError(f"{option} names unknown claim {unknown[0]!r}: choose from {', '.join(sorted(known))}")
+            raise pytest.UsageError(f"{option} names unknown claim {unknown[0]!r}{did_you_mean(unknown[0], known)}: "
+                                    f"choose from {', '.join(sorted(known))}")
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -89,7 +94,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if hasattr(session.config, "workerinput"):
         return
     options = session.config.stash[OPTIONS]
-    claims = {item.stash[CLAIM_KEY][0].id: item.stash[CLAIM_KEY][0] for item in session.items if CLAIM_KEY in item.stash}
+    claims = session.config.stash.get(COLLECTED, {})
     check_claim_names(options, set(claims))
     for claim_id, value in options.thresholds.items():
         if claim_id in claims:
@@ -107,9 +112,13 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
-    """The controller's check of the claims a worker collected (item ids `<file>::<claim-id>[<model>]`)."""
-    names = {CLAIM_ITEM_ID.match(item_id.rpartition("::")[2]) for item_id in ids}
-    check_claim_names(node.config.stash[OPTIONS], {match.group(1) for match in names if match})
+    """The controller's check, against every claim of the claims folders a worker collected claim items from (item
+    ids `<file>::<claim-id>[<model>]`), read without pytest: so claims that -k deselected on the workers, even a
+    whole module's, are known too."""
+    folders = {(node.config.rootpath / item_id.partition("::")[0]).parent for item_id in ids
+               if CLAIM_ITEM_ID.match(item_id.rpartition("::")[2])}
+    known = {claim_id for folder in sorted(folders) for claim_id in load_claims(folder)}
+    check_claim_names(node.config.stash[OPTIONS], known)
 
 
 @pytest.fixture(scope="session")
