@@ -28,7 +28,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
-from transformers import AutoModelForCausalLM, BertConfig, BertModel
+from transformers import AutoModelForCausalLM, BertConfig, BertModel, MambaConfig, MambaForCausalLM
 
 from mechclaims.errors import MechclaimsError, MechclaimsWarning
 from mechclaims.models import (
@@ -70,6 +70,7 @@ MINILM_SHAPES = {
     "b_Q": (6, 12, 32), "b_K": (6, 12, 32),
 }
 BERT_VOCAB_SIZE = 300
+"""The vocabulary of the tiny BERT and Mamba checkpoints the tests save."""
 ATTENTION_ONLY = {"n_layers": 2, "d_model": 32, "n_ctx": 16, "d_head": 8, "n_heads": 4, "d_vocab": 50,
                   "attn_only": True, "act_fn": "relu", "seed": 0}
 """A TransformerLens-native attention-only model (no MLP): the shape the list-sorting models will take."""
@@ -575,6 +576,19 @@ def test_a_hub_snapshot_whose_tensors_do_not_fit_is_the_same_error(
                              "local_files_only": False}]
         assert not any(pattern.endswith((".bin", ".pt", ".pth", ".h5", ".msgpack", ".py"))
                        for pattern in hub.SNAPSHOT_FILES)
+
+
+@pytest.mark.parametrize("prefix", ["", "random:"])
+def test_an_attention_free_architecture_is_a_one_line_error(tmp_path: Path, prefix: str) -> None:
+    """A state-space model (a tiny Mamba) loads in TransformerLens, but no claim can read attention it lacks: the
+    load is refused naming the architecture, rather than failing each claim deep inside the bridge."""
+    torch.manual_seed(5)
+    MambaForCausalLM(MambaConfig(vocab_size=BERT_VOCAB_SIZE, hidden_size=32, num_hidden_layers=2, state_size=4)
+                     ).save_pretrained(tmp_path, safe_serialization=True)
+    word_tokenizer(BERT_VOCAB_SIZE).save_pretrained(tmp_path)
+    message = _one_line_error(lambda: load_model(f"{prefix}{tmp_path}", remember=False))
+    assert "MambaForCausalLM has attention in 0 of its 2 layers" in message, message
+    assert "use a transformer checkpoint" in message
 
 
 def test_a_gpt2_checkpoint_lists_nothing_as_initialised_at_load(tiny_gpt2_model: Model, tiny_random: Model) -> None:

@@ -149,7 +149,15 @@ def _attention_bias(bridge: Any, name: str, heads: int, caps: Capabilities) -> n
 
 
 def capabilities_of(bridge: Any) -> Capabilities:
-    """Read the architecture's capabilities off the bridge config and the Hugging Face config."""
+    """Read the architecture's capabilities off the bridge config and the Hugging Face config. Every claim reads
+    attention layers, so an architecture whose blocks do not all have one (a state-space model such as Mamba, a
+    hybrid) is a MechclaimsError here, at load."""
+    attended = len(bridge.blocks_with("attn"))
+    if attended < len(bridge.blocks):
+        architecture = type(bridge.original_model).__name__
+        raise MechclaimsError(
+            f"{architecture} has attention in {attended} of its {len(bridge.blocks)} layers: mechclaims measures "
+            "transformers, whose every layer attends; use a transformer checkpoint (e.g. --model smollm2-135m)")
     cfg = bridge.cfg
     hf_config = getattr(bridge.original_model, "config", None)
     model_type = getattr(hf_config, "model_type", "")
