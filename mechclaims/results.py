@@ -38,6 +38,7 @@ from mechclaims.atomic import atomic_write_text
 from mechclaims.claim import Threshold, Verdict
 from mechclaims.errors import MechclaimsError
 from mechclaims.kernels import product_kernel
+from mechclaims.results_schema import check_results
 from mechclaims.measurement import Measurement
 from mechclaims.sweeps import ParamSweep, ThresholdSweep
 
@@ -238,13 +239,14 @@ def json_default(value: Any) -> Any:
 
 
 def load_results(path: Path) -> RunRecord:
-    """A saved results.json, schema-checked (one-line error otherwise)."""
+    """A saved results.json, checked against its JSON Schema (`results_schema`; one-line error otherwise)."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise MechclaimsError(f"cannot read results file {path}: {exc}") from None
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
         raise MechclaimsError(f"{path} is not a mechclaims results file (schema {SCHEMA}): re-run the claims")
+    check_results(data, str(path))
     try:
         return RunRecord.from_json(data)
     except (KeyError, TypeError, ValueError) as exc:
