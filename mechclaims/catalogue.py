@@ -10,8 +10,8 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-from mechclaims.claim import Claim, did_you_mean
-from mechclaims.errors import MechclaimsError
+from mechclaims.claim import Claim
+from mechclaims.errors import MechclaimsError, did_you_mean
 
 DEFAULT_DIR = Path("claims")
 

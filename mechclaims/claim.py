@@ -7,7 +7,6 @@ claims module, not per model at run time.
 
 from __future__ import annotations
 
-import difflib
 import enum
 import inspect
 import re
@@ -18,7 +17,7 @@ from typing import Any, Callable, Literal, Mapping
 import numpy as np
 
 from mechclaims.datasets import DATASETS
-from mechclaims.errors import MechclaimsError
+from mechclaims.errors import MechclaimsError, did_you_mean
 from mechclaims.measurement import Measurement
 from mechclaims.nulls import NULLS, MeasurementNull, Null, WeightNull
 from mechclaims.stats import wilson_interval
@@ -42,12 +41,6 @@ class Verdict(str, enum.Enum):
     TRIVIAL = "TRIVIAL"
     NA = "N/A"
     ERROR = "ERROR"
-
-
-def did_you_mean(word: str, choices: typing.Iterable[str]) -> str:
-    """" (did you mean 'x'?)" for the closest choice, or nothing."""
-    close = difflib.get_close_matches(word, list(choices), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def sweep_grid(start: float, stop: float, step: float) -> np.ndarray:

@@ -406,6 +406,9 @@ def test_cached_hub_name_loads_offline(hub_cache: Path, tiny_gpt2_dir: Path, tin
         (f"random@{2**64}:gpt2", "is too large", "use a seed below 2**32"),
         ("/no/such/folder", "does not exist", "pass a folder written by save_pretrained"),
         (NOT_CACHED, "not in the local Hugging Face cache", "--model smollm2-135m"),
+        ("smollm2-13m", "'smollm2-13m' (did you mean 'smollm2-135m'?) is not in the local", "--model smollm2-135m"),
+        ("random:minilm-l7", "'minilm-l7' (did you mean 'minilm-l6'?) is not in the local", "--model minilm-l6"),
+        ("planted:bundle", "unknown planted model 'planted:bundle' (did you mean 'bundles'?)", "use planted:bundles"),
     ],
 )
 def test_unloadable_specs_are_rejected_before_loading(spec: str, problem: str, fix: str) -> None:

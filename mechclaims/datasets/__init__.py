@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
 from mechclaims.datasets import forward_check, generic_text, ioi, token_categories
 from mechclaims.datasets.base import FIXTURES_ENV, Dataset, fixture_lines, fixtures_dir, read_fixture
-from mechclaims.errors import MechclaimsError
+from mechclaims.errors import MechclaimsError, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -35,13 +34,13 @@ def load_dataset(name: str, **options: object) -> Dataset:
     builder = DATASETS.get(name)
     if builder is None:
         known = ", ".join(DATASETS)
-        raise MechclaimsError(f"unknown data set {name!r}{_suggestion(name, DATASETS)}: use one of {known}")
+        raise MechclaimsError(f"unknown data set {name!r}{did_you_mean(name, DATASETS)}: use one of {known}")
     for key, value in options.items():
         expected = builder.options.get(key)
         if expected is None:
             allowed = ", ".join(builder.options) or "none"
             raise MechclaimsError(
-                f"data set {name!r} has no option {key!r}{_suggestion(key, builder.options)}: its options are {allowed}"
+                f"data set {name!r} has no option {key!r}{did_you_mean(key, builder.options)}: its options are {allowed}"
             )
         if type(value) is not expected:
             raise MechclaimsError(
@@ -49,12 +48,6 @@ def load_dataset(name: str, **options: object) -> Dataset:
                 f"{expected.__name__}"
             )
     return builder.build(**options)
-
-
-def _suggestion(word: str, choices: Iterable[str]) -> str:
-    """' (did you mean X?)' for the closest choice, or '' when none is close."""
-    close = difflib.get_close_matches(word, list(choices), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 __all__ = [

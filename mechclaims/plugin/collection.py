@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from mechclaims.catalogue import claims_of, load_claims
-from mechclaims.claim import Claim, Verdict, did_you_mean
-from mechclaims.errors import MechclaimsError
+from mechclaims.claim import Claim, Verdict
+from mechclaims.errors import MechclaimsError, did_you_mean
 from mechclaims.plugin.options import OPTIONS, Options
 from mechclaims.plugin.session import SESSION
 from mechclaims.pool import ModelPool

@@ -125,7 +125,7 @@ def config_names() -> list[str]:
 
 def load_config(name: str, seed: int = 0) -> SortingConfig:
     """fixtures/sorting/<name>.json with `seed`; an unknown name or a malformed file is a one-line error."""
-    from mechclaims.claim import did_you_mean
+    from mechclaims.errors import did_you_mean
 
     path = fixtures_dir() / CONFIGS / f"{name}.json"
     if not path.is_file():

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import torch
 
-from mechclaims.errors import MechclaimsError, MechclaimsWarning
+from mechclaims.errors import MechclaimsError, MechclaimsWarning, did_you_mean
 from mechclaims.models.model import INITIALISED_AT_LOAD
 
 if TYPE_CHECKING:
@@ -40,8 +40,11 @@ def check(spec: Spec, probe_hub: bool) -> None:
             raise MechclaimsError(f"model folder {spec.argument} does not exist: pass a folder written by save_pretrained")
         checkpoint_weights(folder)
     elif probe_hub and not (hub_cached(spec.argument) or hub_reachable()):
+        from mechclaims.models.kinds.bundled import BUNDLED
+
         raise MechclaimsError(
-            f"model {spec.argument!r} is not in the local Hugging Face cache and the hub did not answer within "
+            f"model {spec.argument!r}{did_you_mean(spec.argument, BUNDLED)} is not in the local Hugging Face cache and "
+            f"the hub did not answer within "
             f"{HUB_PROBE_SECONDS:.0f} s: run `huggingface-cli download {spec.argument}` on a connected machine and "
             f"copy its HF_HOME here, or {BUNDLED_HINT}"
         )

@@ -22,7 +22,7 @@ import tempfile
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from mechclaims.errors import MechclaimsError
+from mechclaims.errors import MechclaimsError, did_you_mean
 from mechclaims.models.controls import (
     planted_averaging_attention,
     planted_bundles,
@@ -110,7 +110,8 @@ PLANTED: dict[str, Callable[[], tuple[Any, Any]]] = {
 def check(spec: Spec, probe_hub: bool) -> None:
     """Only the planted models in PLANTED exist."""
     if spec.argument not in PLANTED:
-        raise MechclaimsError(f"unknown planted model {spec.text!r}: use {', '.join('planted:' + p for p in PLANTED)}")
+        raise MechclaimsError(f"unknown planted model {spec.text!r}{did_you_mean(spec.argument, PLANTED)}: use "
+                              f"{', '.join('planted:' + p for p in PLANTED)}")
 
 
 def boot(spec: Spec) -> Any:
