@@ -69,12 +69,15 @@ def parse_sweeps(texts: list[str]) -> tuple[dict[str, Grid], dict[str, tuple[str
     return sweeps, param_sweeps
 
 
-def parse_value(text: str) -> Any:
-    """A parameter value: JSON where it parses (10, 0.5, true, null, "raw"), else the text itself."""
+def parse_value(text: str, what: str) -> Any:
+    """A parameter value: JSON where it parses (10, 0.5, true, null, "raw"), else the text itself; JSON nested
+    beyond the interpreter's recursion limit is a MechclaimsError naming `what`."""
     try:
         return json.loads(text)
     except ValueError:
         return text
+    except RecursionError:
+        raise MechclaimsError(f"{what} is nested too deeply to read: give a flat value") from None
 
 
 def parse_params(texts: list[str]) -> dict[str, dict[str, Any]]:
@@ -86,5 +89,5 @@ def parse_params(texts: list[str]) -> dict[str, dict[str, Any]]:
         claim, _, name = target.partition(":")
         if not claim or not name.strip():
             raise MechclaimsError(f"--param {text!r} is malformed: use --param CLAIM:NAME=VALUE")
-        params.setdefault(claim, {})[name.strip()] = parse_value(value)
+        params.setdefault(claim, {})[name.strip()] = parse_value(value, f"--param {claim}:{name.strip()}")
     return params

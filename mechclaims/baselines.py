@@ -79,7 +79,7 @@ def _broken(data: dict[str, Any]) -> str | None:
         for key in ("statistic", "null_statistic"):
             if key not in entry or not (entry[key] is None or _is_number(entry[key])):
                 return f"{where}.{key} is {entry.get(key, 'missing')!r}, not a number or null"
-        if entry.get("verdict") not in verdicts:
+        if not isinstance(entry.get("verdict"), str) or entry["verdict"] not in verdicts:
             return f"{where}.verdict is {entry.get('verdict', 'missing')!r}, not one of {', '.join(sorted(verdicts))}"
         if not isinstance(entry.get("threshold"), str) or not isinstance(entry.get("params"), dict):
             return f"{where} lacks its threshold text or params object"

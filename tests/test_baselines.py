@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dataclasses import replace
@@ -151,3 +152,43 @@ def test_regression_exactly_when_the_move_exceeds_the_tolerance(old: int, steps:
     row = _row(statistic=(old + steps) * unit)
     status = compare(row, FINGERPRINT, baseline, Path("b.json"), tolerance_steps * unit).status
     assert (status == REGRESSION) == (abs(steps) > tolerance_steps)
+
+
+def _places(node: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """The path of every value in a JSON document (the root excluded)."""
+    children = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    return [place for key, child in children for place in [(*path, key), *_places(child, (*path, key))]]
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**20, 10**20) | st.floats(allow_nan=True) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_edit_of_a_baseline_reads_and_compares_or_is_one_line(tmp_path: Path, data: st.DataObject) -> None:
+    """Hypothesis replaces any value of a recorded baseline (or drops its key): reading it gives a baseline that every
+    comparison can use, or one line naming the fault, never another exception."""
+    folder = Path(tempfile.mkdtemp(dir=tmp_path))
+    baseline = json.loads(json.dumps(_baseline(folder, _row())))
+    path = data.draw(st.sampled_from(_places(baseline)))
+    parent = baseline
+    for key in path[:-1]:
+        parent = parent[key]
+    if data.draw(st.booleans()) and isinstance(parent, dict):
+        del parent[path[-1]]
+    else:
+        parent[path[-1]] = data.draw(JSON_VALUES)
+    baseline_file(folder, "org/model").write_text(json.dumps(baseline))
+    try:
+        read = load_baseline(folder, "org/model")
+    except MechclaimsError as error:
+        assert "\n" not in str(error) and "--update-baselines" in str(error)
+        return
+    assert read is not None
+    for row in (_row(), _row(statistic=None, verdict="ERROR")):
+        assert compare(row, FINGERPRINT, read, folder, 0.01).status in {UNCHANGED, REGRESSION, DIFFERENT_WEIGHTS,
+                                                                           NOT_RECORDED}
