@@ -23,15 +23,17 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from mechclaims import memory
 from mechclaims.errors import MechclaimsError
 
 if TYPE_CHECKING:
     from mechclaims.models import Model
 
 DEFAULT_MEMORY_BUDGET_BYTES = 1 << 30
-DEVICE_ENV = "MECHCLAIMS_DEVICE"
 """Bytes one batch may hold in cached activations plus its logits (1 GiB)."""
+DEVICE_ENV = "MECHCLAIMS_DEVICE"
 PADDING_SIDE = "right"
+REDUCE_TEXTS = "measure fewer texts (a smaller data set, e.g. its option n) or keep fewer hooks"
 PAIRWISE_HOOKS = ("hook_pattern", "hook_attn_scores")
 """Hooks laid out [batch, head, query, key]: both of their last two axes are positions."""
 
@@ -262,7 +264,9 @@ def activations(
     `replacements` maps hook names to arrays that take the activations' place (one per text, position axes
     padded to max_len, e.g. [n_texts, heads, max_len, max_len] for a pattern); `next_token_losses` keeps
     each position's loss on the next token (`Activations.losses`). The budget bounds what one batch holds,
-    not the forward's transient intermediates nor the returned arrays, which grow with the number of texts.
+    not the forward's transient intermediates nor the returned arrays, which grow with the number of texts: those
+    are estimated from the first batch and must fit in the memory available (`memory.require`), else a
+    MechclaimsError says how much they need before they are allocated.
     """
     if not texts:
         raise MechclaimsError("activations() got no texts: pass at least one")
@@ -310,6 +314,10 @@ def activations(
                     if final.shape[1] == 0:
                         final = np.zeros((len(texts), last.shape[-1]), dtype=np.float32)
                     final[rows] = last.float().cpu().numpy()
+                if start == 0:
+                    memory.require(_returned_bytes(held, logits, len(texts), last_logits),
+                                   f"the forward pass of {len(texts)} texts through {model.name} keeping "
+                                   f"{', '.join(names) or 'no hook'}", REDUCE_TEXTS)
                 for name, value in held.items():
                     array = _numpy(value, len(rows))
                     if name not in arrays:
@@ -330,6 +338,14 @@ def activations(
         _zero_padding(array, mask, position_axes[name])
     return Activations(tokens, mask, arrays, position_axes, tuple(batch_sizes), final if last_logits else None,
                        losses if next_token_losses else None)
+
+
+def _returned_bytes(held: Mapping[str, torch.Tensor], logits: torch.Tensor, n_texts: int, last_logits: bool) -> int:
+    """The bytes of the arrays `activations` returns for `n_texts` texts, from the first batch, whose texts are the
+    longest: one text's activations at every hook (float32 once returned) and its last logits, times the texts."""
+    per_text = sum(value[0].numel() * (4 if value.is_floating_point() else value.element_size())
+                   for value in held.values())
+    return n_texts * (per_text + (4 * logits.shape[-1] if last_logits else 0))
 
 
 PER_POSITION_COMPONENTS = ("ln1", "ln2", "mlp")

@@ -16,7 +16,7 @@ from transformers import AutoModelForCausalLM, BertConfig, BertForMaskedLM, Bert
 from mechclaims.errors import MechclaimsError
 from mechclaims.models import Model, load_model
 from mechclaims.models.controls import word_tokenizer
-from mechclaims import run
+from mechclaims import memory, run
 from mechclaims.run import Activations, activations
 
 TOLERANCE = 1e-5
@@ -231,6 +231,41 @@ def test_default_budget_runs_few_texts_in_one_batch_after_the_probe(tiny_gpt2_mo
     assert acts.batch_sizes == (1, len(WORD_TEXTS) - 1)
 
 
+@pytest.mark.parametrize("last_logits", [False, True])
+def test_returned_arrays_that_would_not_fit_in_memory_fail_before_they_are_allocated(
+    tiny_gpt2_model: Model, monkeypatch: pytest.MonkeyPatch, last_logits: bool
+) -> None:
+    """The estimate is exactly the bytes of the arrays a run returns (measured on the result): with one byte less
+    available the run is refused in one line naming both sizes and what reduces them; with exactly that much it
+    runs."""
+    names = ["blocks.0.hook_resid_pre", "blocks.1.attn.hook_pattern"]
+    texts = [*WORD_TEXTS, "word40 word41 word42"]
+    acts = activations(tiny_gpt2_model, texts, names, last_logits=last_logits, progress=False)
+    returned = sum(array.nbytes for array in acts.arrays.values()) + (acts.last_logits.nbytes if last_logits else 0)
+    monkeypatch.setattr(memory, "available_bytes", lambda: returned - 1)
+    with pytest.raises(MechclaimsError) as info:
+        activations(tiny_gpt2_model, texts, names, last_logits=last_logits, progress=False)
+    message = str(info.value)
+    assert message.startswith(f"the forward pass of {len(texts)} texts through {tiny_gpt2_model.name} keeping "
+                              f"{', '.join(names)} needs about") and "\n" not in message
+    assert message.endswith(f"this machine has available: {run.REDUCE_TEXTS}")
+    monkeypatch.setattr(memory, "available_bytes", lambda: returned)
+    activations(tiny_gpt2_model, texts, names, last_logits=last_logits, progress=False)
+
+
+def test_available_memory_is_memavailable_capped_by_the_cgroup_limit(tmp_path: Path) -> None:
+    meminfo, cgroup = tmp_path / "meminfo", tmp_path / "cgroup"
+    cgroup.mkdir()
+    meminfo.write_text("MemTotal:       16000000 kB\nMemFree:         1000 kB\nMemAvailable:    2097152 kB\n")
+    assert memory.available_bytes(meminfo, cgroup) == 2 * 1024**3
+    (cgroup / "memory.max").write_text("max\n")
+    (cgroup / "memory.current").write_text(f"{1024**3}\n")
+    assert memory.available_bytes(meminfo, cgroup) == 2 * 1024**3
+    (cgroup / "memory.max").write_text(f"{1024**3 + 512}\n")
+    assert memory.available_bytes(meminfo, cgroup) == 512
+    assert memory.available_bytes(tmp_path / "absent", tmp_path / "absent") is None
+
+
 def test_unknown_hook_is_one_line_with_suggestions(tiny_gpt2_model: Model) -> None:
     with pytest.raises(MechclaimsError) as info:
         activations(tiny_gpt2_model, ["word1"], ["blocks.0.hook_resid_post", "blocks.1.hook_resid_psot"])
@@ -351,7 +386,7 @@ def test_device_option_reaches_the_forward_passes_and_is_restored(pytester: pyte
     monkeypatch.delenv(run.DEVICE_ENV, raising=False)
     pytester.makepyfile(test_device="""
         import os
-        from mechclaims import run
+        from mechclaims import memory, run
 
         def test_device():
             assert os.environ[run.DEVICE_ENV] == "cpu"
