@@ -40,8 +40,8 @@ def _sweep(args: argparse.Namespace) -> None:
 
     output_file(args.out, "--out", args.results)
     if args.json is not None:
-        output_file(args.json, "--json", [*args.results, *([args.out] if args.out.exists() else [])])
-        if args.json.absolute() == args.out.absolute():
+        output_file(args.json, "--json", args.results)
+        if args.json.resolve() == args.out.resolve():
             raise MechclaimsError(f"--json and --out both name {args.out}: name two files")
     sweeps, param_sweeps = parse_sweeps(args.sweep)
     swept = resweep(merge_results([load_results(path) for path in args.results]), sweeps, param_sweeps)

@@ -305,6 +305,10 @@ def activations(
                                  for name, value in (given or {}).items()} for given in (additions, replacements))
                 batch = tokens[rows, :width]
                 held, logits, nbytes = _forward(model, batch, mask[rows, :width], names, target, edits, swaps)
+                if start == 0:
+                    memory.require(_returned_bytes(held, logits, len(texts), last_logits),
+                                   f"the forward pass of {len(texts)} texts through {model.name} keeping "
+                                   f"{', '.join(names) or 'no hook'}", REDUCE_TEXTS)
                 if next_token_losses:
                     logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
                     nll = -logprobs.gather(-1, torch.from_numpy(batch[:, 1:]).to(logprobs.device)[..., None])[..., 0]
@@ -314,10 +318,6 @@ def activations(
                     if final.shape[1] == 0:
                         final = np.zeros((len(texts), last.shape[-1]), dtype=np.float32)
                     final[rows] = last.float().cpu().numpy()
-                if start == 0:
-                    memory.require(_returned_bytes(held, logits, len(texts), last_logits),
-                                   f"the forward pass of {len(texts)} texts through {model.name} keeping "
-                                   f"{', '.join(names) or 'no hook'}", REDUCE_TEXTS)
                 for name, value in held.items():
                     array = _numpy(value, len(rows))
                     if name not in arrays:

@@ -71,3 +71,16 @@ def test_commands_refuse_outputs_that_would_destroy_an_input_before_reading_it(
     assert message.format(**fill) in error and "\n" not in error
     assert saved.read_text() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]
+
+
+def test_json_and_out_naming_one_file_through_a_link_are_refused(tmp_path: Path, capsys: Any) -> None:
+    """`sweep --json L --out S` where L is a symbolic link to the existing S: one file, refused before writing."""
+    saved, _ = _saved(tmp_path)
+    out = tmp_path / "sweep.html"
+    out.write_text("earlier sweep")
+    (tmp_path / "link.json").symlink_to(out)
+    args = ["sweep", str(saved), "--sweep", "knittel2024.mlp0_token_bundles=0.3:0.5:0.1", "--out", str(out),
+            "--json", str(tmp_path / "link.json")]
+    assert main(args) == 2
+    assert "--json and --out both name" in capsys.readouterr().err
+    assert out.read_text() == "earlier sweep"

@@ -16,7 +16,7 @@ from mechclaims.baselines import DEFAULT_DIR as DEFAULT_BASELINE_DIR
 from mechclaims.cache import CACHE_ENV, default_cache_dir
 from mechclaims.claim import Grid
 from mechclaims.errors import MechclaimsError
-from mechclaims.models import check_spec, specs
+from mechclaims.models import specs
 from mechclaims.outputs import writable_folder
 from mechclaims.run import DEVICE_ENV, target_device
 
@@ -46,8 +46,8 @@ class Options:
                   *read_models_file(config.getoption("mechclaims_models_file"))] or ["auto"]
         distinct: dict[tuple[Any, ...], str] = {}
         for spec in models:
-            check_spec(spec, probe_hub=False)
             parsed = specs.parse(spec)
+            specs.check(parsed, probe_hub=False)
             distinct.setdefault(specs.same_model(parsed), parsed.text)
         sweeps, param_sweeps = parse_sweeps(config.getoption("mechclaims_sweeps") or [])
         update = bool(config.getoption("mechclaims_update_baselines"))

@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import os
 import threading
-import warnings
 import urllib.request
+import warnings
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
@@ -141,7 +142,7 @@ def pretrained(folder: Path, model_class: Any | None = None) -> Any:
 
 def _saved_class_names(model: Any) -> set[str]:
     """The state-dict names, base-model prefix removed, of the transformers class config.json names, built on the
-    meta device (no memory, no random draws); empty when transformers has no such class or config.json names none."""
+    meta device (no memory); empty when transformers has no such class or config.json names none."""
     import transformers
 
     named = getattr(transformers, (model.config.architectures or [""])[0], None)
