@@ -1,8 +1,11 @@
-"""Shared fixtures: a tiny GPT-2 checkpoint written with save_pretrained, and that checkpoint loaded."""
+"""Shared fixtures: a tiny GPT-2 checkpoint written with save_pretrained, and that checkpoint loaded. Under
+pytest-randomly (CI) the tests run shuffled; the pytest runs they start themselves keep their declared order, and
+the terminal summary names the seed that replays the shuffle."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -66,3 +69,21 @@ def tiny_gpt2_model(tiny_gpt2_dir: Path) -> Model:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("HF_HUB_OFFLINE", "1")
         return load_model(str(tiny_gpt2_dir))
+
+
+@pytest.fixture(autouse=True)
+def _declared_order_in_started_runs(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pytest run a test starts (pytester) runs its items in the order collected, whatever orders this one: the
+    tests check the suite's output, and order independence is tested where it is meant
+    (`test_plugin.py::test_claims_give_the_same_results_in_any_order`). Set after pytester, which clears
+    PYTEST_ADDOPTS."""
+    if "pytester" in request.fixturenames:
+        request.getfixturevalue("pytester")
+        monkeypatch.setenv("PYTEST_ADDOPTS", "-p no:randomly")
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    if config.pluginmanager.has_plugin("randomly"):
+        seed = config.getoption("randomly_seed")
+        terminalreporter.write_line(f"tests shuffled by pytest-randomly: replay this order with -p randomly "
+                                    f"--randomly-seed={seed}")

@@ -117,6 +117,24 @@ def test_two_spellings_of_one_folder_collect_one_model(suite: pytest.Pytester, t
     assert len(items) >= 13 and all(line.endswith(f"[{tiny_gpt2_dir}]") for line in items if "regression[" not in line)
 
 
+def test_claims_give_the_same_results_in_any_order(suite: pytest.Pytester, tiny_gpt2_dir: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every claim on the checkpoint, measured afresh in the declared order and shuffled by pytest-randomly: the
+    runs really order the claims differently, and every claim's verdict and statistics are the same."""
+    pytest.importorskip("pytest_randomly")
+    monkeypatch.delenv("PYTEST_ADDOPTS")
+    runs = {}
+    for order in (["-p", "no:randomly"], ["-p", "randomly", "--randomly-seed=3"]):
+        result = _run(suite, "--model", str(tiny_gpt2_dir), "--no-cache", "-v", *order)
+        ran = [line.split("::")[1].split(" ")[0] for line in result.outlines if "::knittel2024." in line]
+        rows = {row["claim"]: (row["verdict"], row["statistic"], row["null_statistic"])
+                for row in _results(suite)["results"]}
+        runs[tuple(order)] = (ran, rows)
+    (declared, first), (shuffled, second) = runs.values()
+    assert sorted(declared) == sorted(shuffled) and declared != shuffled and len(first) == 13
+    assert first == second
+
+
 def test_run_writes_reports_with_ids_verdicts_and_nulls(suite: pytest.Pytester, tiny_gpt2_dir: Path) -> None:
     """Every claim runs on the checkpoint; ids are <claim-id>[<model>]; each result has its null."""
     collected = _run(suite, "--model", str(tiny_gpt2_dir), "--collect-only", "-q")
