@@ -190,6 +190,22 @@ def test_bfloat16_product_rows_kept_across_calls_or_evicted_when_full_give_the_d
     assert np.array_equal(again.tokens, first.tokens[::-1])
 
 
+def test_a_store_that_fills_its_last_row_and_evicts_in_one_call_gives_each_token_its_own_row() -> None:
+    """Three rows fit: tokens 0 and 1 take two; tokens 2 and 3 then need the last unfilled row and one evicted row,
+    never the unfilled row twice (which would leave two tokens sharing one product row)."""
+    ranked = torch.as_tensor(np.random.default_rng(1).standard_normal((8, 4)), dtype=torch.bfloat16)
+    with patch.object(bundling, "ROW_CACHE_BYTES", 3 * 2 * len(ranked)):
+        store = bundling._ProductRows(ranked, 2)
+    store.slots(torch.tensor([0, 1]))
+    places = store.slots(torch.tensor([2, 3]))
+    assert len(set(places.tolist())) == 2 and store.computed == 4
+    kept = [token for token in range(8) if int(store.slot[token]) >= 0]
+    assert sorted(kept)[-2:] == [2, 3] and len(kept) == 3 and len({int(store.slot[t]) for t in kept}) == 3
+    for token in kept:
+        alone = (ranked[token:token + 1].double() @ ranked.double().T).bfloat16()[0]
+        assert torch.equal(store.rows[store.slot[token]], alone)
+
+
 def test_a_full_product_row_store_evicts_the_least_recently_used_token() -> None:
     """Three rows fit: after tokens 0, 1, then 2, then 0 again, token 3 takes token 1's row; every kept row is its
     token's product with the candidates, as one product computed alone gives it."""

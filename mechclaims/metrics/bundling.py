@@ -317,7 +317,8 @@ class _ProductRows:
         return self.slot[tokens]
 
     def _places(self, count: int, needed: torch.Tensor) -> torch.Tensor:
-        """`count` free rows: unfilled ones first, then those of the least recently used tokens not `needed` now."""
+        """`count` free rows: unfilled ones first, then those of the least recently used tokens not `needed` now (never
+        a row just handed out as unfilled, which would then hold two tokens' products)."""
         fresh = torch.arange(self.filled, min(self.filled + count, len(self.rows)))
         self.filled += len(fresh)
         if len(fresh) == count:
@@ -325,6 +326,7 @@ class _ProductRows:
         age = self.used.clone()
         kept = self.slot[needed]
         age[kept[kept >= 0]] = self.calls
+        age[fresh] = self.calls
         victims = torch.argsort(age, stable=True)[: count - len(fresh)]
         self.slot[self.owner[victims]] = -1
         return torch.cat([fresh, victims])
