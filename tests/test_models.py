@@ -151,13 +151,12 @@ def _timed(call: Callable[[], T]) -> tuple[T, float]:
     return result, time.monotonic() - start
 
 
-def _cache_snapshot(cache: Path, repo: str, folder: Path) -> None:
-    """Lay `folder` out in a Hugging Face hub cache as the main revision of `repo`."""
-    revision = "0" * 40
+def _cache_snapshot(cache: Path, repo: str, folder: Path, branch: str = "main", commit: str = "0" * 40) -> None:
+    """Lay `folder` out in a Hugging Face hub cache as the `branch` revision (commit `commit`) of `repo`."""
     root = cache / f"models--{repo.replace('/', '--')}"
-    shutil.copytree(folder, root / "snapshots" / revision)
-    (root / "refs").mkdir()
-    (root / "refs" / "main").write_text(revision)
+    shutil.copytree(folder, root / "snapshots" / commit)
+    (root / "refs").mkdir(exist_ok=True)
+    (root / "refs" / branch).write_text(commit)
 
 
 def _use_endpoint(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
@@ -393,6 +392,28 @@ def test_cached_hub_name_loads_offline(hub_cache: Path, tiny_gpt2_dir: Path, tin
     assert model.fingerprint == tiny_gpt2_model.fingerprint
 
 
+def test_a_hub_revision_loads_that_revision_offline(hub_cache: Path, tiny_gpt2_dir: Path, tiny_gpt2_model: Model,
+                                                   tmp_path: Path) -> None:
+    """`org/name@step100` is the cached snapshot of the step100 branch, not main's: different weights, its own
+    model; a revision that is not cached is a one-line error naming the download with --revision."""
+    other = tmp_path / "other"
+    shutil.copytree(tiny_gpt2_dir, other)
+    tensors = _saved(other)
+    tensors["transformer.wte.weight"] = tensors["transformer.wte.weight"] * 2
+    save_file(tensors, other / "model.safetensors", metadata={"format": "pt"})
+    _cache_snapshot(hub_cache, "local-org/tiny", tiny_gpt2_dir)
+    _cache_snapshot(hub_cache, "local-org/tiny", other, branch="step100", commit="1" * 40)
+    main, stepped = load_model("local-org/tiny"), load_model("local-org/tiny@step100")
+    assert parse("local-org/tiny@step100") == Spec("local-org/tiny@step100", "hub", "local-org/tiny",
+                                                    revision="step100")
+    assert main.fingerprint == tiny_gpt2_model.fingerprint != stepped.fingerprint
+    assert stepped.name == "local-org/tiny@step100"
+    assert np.array_equal(stepped.weights("raw").W_E, 2 * main.weights("raw").W_E)
+    message = _one_line_error(lambda: check_spec("local-org/tiny@step200"))
+    assert "'local-org/tiny@step200' is not in the local Hugging Face cache" in message
+    assert "huggingface-cli download local-org/tiny --revision step200" in message
+
+
 @pytest.mark.parametrize(
     ("spec", "problem", "fix"),
     [
@@ -575,7 +596,7 @@ def test_a_hub_snapshot_whose_tensors_do_not_fit_is_the_same_error(
     message = _one_line_error(lambda: load_model("local-org/prefixed", remember=False))
     assert "does not load into its architecture GPT2LMHeadModel" in message and "module.transformer" in message
     if online:
-        assert requests == [{"name": "local-org/prefixed", "allow_patterns": list(hub.SNAPSHOT_FILES),
+        assert requests == [{"name": "local-org/prefixed", "revision": None, "allow_patterns": list(hub.SNAPSHOT_FILES),
                              "local_files_only": False}]
         assert not any(pattern.endswith((".bin", ".pt", ".pth", ".h5", ".msgpack", ".py"))
                        for pattern in hub.SNAPSHOT_FILES)

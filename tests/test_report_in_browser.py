@@ -189,3 +189,20 @@ def test_category_heatmap_layer_curve_and_jacobian_table_render(chromium: str, t
     dom = report.read_text()
     assert SCRIPT_TOKEN not in dom and "&lt;script&gt;" in dom and "category_cosines" not in dom
     assert "jacobian norms (1 rows)" in dom and "words per category (1 rows)" in dom
+
+
+def test_claims_along_training_render_as_pictures_and_a_step_table(chromium: str, tmp_path: Path) -> None:
+    """Three steps of one training run (`runs/checkpoint-<step>`, step 1 failing): each claim's curve against the
+    step decodes in the browser, and its table lists the steps in order with their verdict colours."""
+    results = synthetic_results()
+    claim = "knittel2024.embed_raw_orthogonal"
+    row = next(r for r in results["results"] if r["claim"] == claim and r["verdict"] == "PASS")
+    results["results"] = [{**row, "model": f"runs/checkpoint-{step}", "statistic": statistic, "verdict": verdict}
+                          for step, statistic, verdict in ((100, 1.2, "PASS"), (1, 2.5, "FAIL"), (10, 1.5, "PASS"))]
+    results["models"] = {r["model"]: results["models"]["smollm2-135m"] for r in results["results"]}
+    report = tmp_path / "report.html"
+    render_report(results, report)
+    decoded = _decoded_images(chromium, report, tmp_path / "profile")
+    assert (f"{claim} against training step", True) in decoded and all(loaded for _, loaded in decoded)
+    steps = re.findall(r'<tr><td>(\d+)</td><td>[^<]+</td><td class="verdict-(\w+)">', report.read_text())
+    assert steps == [("1", "FAIL"), ("10", "PASS"), ("100", "PASS")]

@@ -1,7 +1,10 @@
 """The model-spec grammar, read in one place into a typed Spec, and the table of spec kinds (DESIGN.md, Models).
 
     spec := "random" ["@" seed] ":" base | base
-    base := "auto" | kind ":" argument | a bundled name | a folder path | a Hugging Face name
+    base := "auto" | kind ":" argument | a bundled name | a folder path | a Hugging Face name ["@" revision]
+
+A folder of training checkpoints (`checkpoint-<step>/` subfolders, as the transformers Trainer writes them) is one
+model per step (`expanded`); a revision is a hub branch, tag or commit (a Pythia `step1000` branch, say).
 
 Each kind is one module in `mechclaims.models.kinds` with `check(spec, probe_hub)` (refuse, before
 anything loads, with a one-line MechclaimsError naming the fix) and `boot(spec) -> TransformerBridge`; a kind
@@ -22,9 +25,11 @@ from typing import Any, Callable, Protocol
 
 from mechclaims.errors import MechclaimsError
 from mechclaims.models.kinds import bundled, hub, planted, random, sorting
+from mechclaims.trajectories import checkpoint_folders
 
 RANDOM = re.compile(r"random(?:@(?P<seed>\d+))?:(?P<base>.+)")
 HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
+REVISION = re.compile(r"[\w.-]+")
 AUTO = "auto"
 
 
@@ -32,13 +37,15 @@ AUTO = "auto"
 class Spec:
     """One parsed model spec. `text` is its canonical spelling, which reports show as the model's name
     (`random@0:` is written `random:`); `argument` is what the kind loads (a hub name, a folder path, a
-    bundled or planted name); `seed` and `base` belong to `random:`, the null model of `base`."""
+    bundled or planted name); `revision` the hub revision of a hub name (None: its main branch); `seed` and `base`
+    belong to `random:`, the null model of `base`."""
 
     text: str
     kind: str
     argument: str
     seed: int = 0
     base: Spec | None = None
+    revision: str | None = None
 
 
 class Kind(Protocol):
@@ -98,8 +105,11 @@ def _parse_base(text: str, whole: str) -> Spec:
         return Spec(folder, "folder", folder)
     if _is_hub_name(text):
         return Spec(text, "hub", text)
+    name, at, revision = text.partition("@")
+    if at and _is_hub_name(name) and REVISION.fullmatch(revision):
+        return Spec(text, "hub", name, revision=revision)
     raise MechclaimsError(
-        f"unknown model spec {whole!r}: use a Hugging Face name (gpt2), a checkpoint folder, "
+        f"unknown model spec {whole!r}: use a Hugging Face name (gpt2) or name@revision, a checkpoint folder, "
         f"{', '.join([*bundled.BUNDLED, *(f'{kind}:<name>' for kind in _prefixed_kinds())])}, random:<spec> or auto"
     )
 
@@ -115,7 +125,19 @@ def same_model(spec: Spec) -> tuple[Any, ...]:
         return ("random", spec.seed, same_model(spec.base))
     if spec.kind == "folder":
         return ("folder", str(Path(spec.argument).expanduser().resolve()))
-    return (spec.kind, spec.argument)
+    return (spec.kind, spec.argument, spec.revision)
+
+
+def expanded(spec: Spec) -> list[Spec]:
+    """The models a spec names: a folder of training checkpoints (`checkpoint-<step>/` subfolders and no
+    config.json of its own) is one folder spec per step, by step, also under random:; any other spec is itself."""
+    if spec.base is not None:
+        return [parse(random_text(spec.seed, member.text)) for member in expanded(spec.base)]
+    folder = hub.existing_folder(spec.argument) if spec.kind == "folder" else None
+    if folder is None or (folder / "config.json").is_file():
+        return [spec]
+    steps = checkpoint_folders(folder)
+    return [parse(f"{spec.text}/{step.name}") for step in steps] or [spec]
 
 
 def _prefixed_kinds() -> list[str]:

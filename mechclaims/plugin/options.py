@@ -46,9 +46,9 @@ class Options:
                   *read_models_file(config.getoption("mechclaims_models_file"))] or ["auto"]
         distinct: dict[tuple[Any, ...], str] = {}
         for spec in models:
-            parsed = specs.parse(spec)
-            specs.check(parsed, probe_hub=False)
-            distinct.setdefault(specs.same_model(parsed), parsed.text)
+            for parsed in specs.expanded(specs.parse(spec)):
+                specs.check(parsed, probe_hub=False)
+                distinct.setdefault(specs.same_model(parsed), parsed.text)
         sweeps, param_sweeps = parse_sweeps(config.getoption("mechclaims_sweeps") or [])
         update = bool(config.getoption("mechclaims_update_baselines"))
         baseline = config.getoption("mechclaims_baseline")
@@ -111,7 +111,8 @@ PREVIOUS_DEVICE = pytest.StashKey[str | None]()
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("mechclaims", "mechanistic-interpretability claims")
     group.addoption("--model", action="append", dest="mechclaims_models", metavar="SPEC",
-                    help="model spec (repeatable): a Hugging Face name, a checkpoint folder, smollm2-135m, "
+                    help="model spec (repeatable): a Hugging Face name (name@revision for a branch or step), a "
+                         "checkpoint folder (a folder of checkpoint-<step> folders: every step), smollm2-135m, "
                          "minilm-l6, random:<spec>, or auto (default)")
     group.addoption("--models-file", dest="mechclaims_models_file", default=None, metavar="FILE",
                     help="a file of model specs, one per line (# comments), added to --model")

@@ -1,8 +1,10 @@
-"""report.html: one self-contained page rendered from a results dict (jinja2, autoescaped)."""
+"""report.html: one self-contained page rendered from a results dict (jinja2, autoescaped). Models that are steps
+of a training run (`trajectories`) also get each claim drawn against the step."""
 
 from __future__ import annotations
 
 import datetime
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +12,7 @@ import jinja2
 
 from mechclaims.atomic import atomic_write_text
 from mechclaims.report import figures
+from mechclaims.trajectories import Trajectory, trajectories
 
 CHANGED = ("regression", "different weights")
 """Baseline statuses the matrix marks as changed since the baseline."""
@@ -152,6 +155,15 @@ def _statistics_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     return [{"name": k, "real": v, "null": null.get(k), "ratio": _ratio(v, null.get(k))} for k, v in real.items()]
 
 
+def _trajectory(trajectory: Trajectory) -> dict[str, Any]:
+    """A claim along one training run: its figure and its points (step, model, verdict, statistics) for the table."""
+    points = [asdict(point) for point in trajectory.points]
+    title = f"{trajectory.claim} along {trajectory.name}"
+    return {"name": trajectory.name, "points": points, "alt": f"{trajectory.claim} against training step",
+            "uri": figures.trajectory_curve(points, trajectory.threshold["value"], trajectory.threshold["statistic"],
+                                            title)}
+
+
 def render_html(results: dict[str, Any]) -> str:
     """The report page for a results dict (schema mechclaims.results/1)."""
     models = list(results["models"]) or sorted({r["model"] for r in results["results"]})
@@ -159,6 +171,7 @@ def render_html(results: dict[str, Any]) -> str:
         if result["model"] not in models:
             models.append(result["model"])
     cells = {(r["claim"], r["model"]): r for r in results["results"]}
+    along_training = trajectories(results)
     sections = []
     for claim_id, claim in results["claims"].items():
         rows = []
@@ -175,7 +188,8 @@ def render_html(results: dict[str, Any]) -> str:
                 "details": {key: value for key, value in ((result.get("measurement") or {}).get("details") or {}).items()
                             if key not in FIGURE_DETAILS},
             })
-        sections.append({"id": claim_id, "claim": claim, "rows": rows, "comparison": _sweep_comparison(rows)})
+        sections.append({"id": claim_id, "claim": claim, "rows": rows, "comparison": _sweep_comparison(rows),
+                         "trajectories": [_trajectory(t) for t in along_training if t.claim == claim_id]})
     run = results["run"]
     return _ENVIRONMENT.get_template("report.html.j2").render(
         run=run,

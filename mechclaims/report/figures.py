@@ -182,6 +182,33 @@ def sweep_comparison(curves: dict[str, list[dict[str, Any]]], marks: ThresholdMa
 
 
 @remembered
+def trajectory_curve(points: list[dict[str, Any]], value: float, statistic: str, title: str) -> str:
+    """A claim along training: the statistic against the step, markers coloured by verdict, the null dotted (95%
+    bands for fractions) and the threshold's value as a line; a log step axis when the steps span a factor of 100."""
+    figure, axes = plt.subplots(figsize=(5.5, 3.2))
+    steps = [p["step"] for p in points]
+    measured = [p for p in points if p["statistic"] is not None]
+    axes.plot([p["step"] for p in measured], [p["statistic"] for p in measured], color="#1565c0", linewidth=1,
+              label="model")
+    axes.scatter([p["step"] for p in measured], [p["statistic"] for p in measured],
+                 c=[VERDICT_COLOURS[p["verdict"]] for p in measured], s=20, zorder=3)
+    _interval_band(axes, [p["step"] for p in measured], [p["interval"] for p in measured], "#1565c0")
+    nulls = [p for p in points if p["null_statistic"] is not None]
+    if nulls:
+        axes.plot([p["step"] for p in nulls], [p["null_statistic"] for p in nulls], color="#9e9e9e", linestyle=":",
+                  label="null")
+        _interval_band(axes, [p["step"] for p in nulls], [p["null_interval"] for p in nulls], "#9e9e9e")
+    axes.axhline(value, color="black", linestyle="--", linewidth=0.8, label=f"threshold {value:g}")
+    if min(steps) > 0 and max(steps) >= 100 * min(steps):
+        axes.set_xscale("log")
+    axes.set_xlabel("training step")
+    axes.set_ylabel(statistic)
+    axes.set_title(title, fontsize=8)
+    axes.legend(fontsize=6)
+    return _png_uri(figure)
+
+
+@remembered
 def sweep_heatmap(grid: dict[str, Any], threshold_x: float, param_value: float | None, value: float) -> str:
     """A two-parameter sweep: the statistic over (cut-off x parameter), model beside null, the contour
     where it crosses the claim's value, and the claim's own cut-off and parameter marked."""

@@ -20,6 +20,7 @@ import torch
 
 from mechclaims.errors import MechclaimsError, MechclaimsWarning, did_you_mean
 from mechclaims.models.model import INITIALISED_AT_LOAD
+from mechclaims.trajectories import checkpoint_folders
 
 if TYPE_CHECKING:
     from mechclaims.models.specs import Spec
@@ -39,28 +40,35 @@ def check(spec: Spec, probe_hub: bool) -> None:
         folder = existing_folder(spec.argument)
         if folder is None:
             raise MechclaimsError(f"model folder {spec.argument} does not exist: pass a folder written by save_pretrained")
+        steps = [] if (folder / "config.json").is_file() else checkpoint_folders(folder)
+        if steps:
+            raise MechclaimsError(
+                f"{folder} holds {len(steps)} training checkpoints ({steps[0].name} to {steps[-1].name}), not one "
+                f"model: measure one ({folder / steps[-1].name}) or every step with pytest claims --model {folder}")
         checkpoint_weights(folder)
-    elif probe_hub and not (hub_cached(spec.argument) or hub_reachable()):
+    elif probe_hub and not (hub_cached(spec.argument, spec.revision) or hub_reachable()):
         from mechclaims.models.kinds.bundled import BUNDLED
 
+        download = spec.argument + (f" --revision {spec.revision}" if spec.revision else "")
         raise MechclaimsError(
-            f"model {spec.argument!r}{did_you_mean(spec.argument, BUNDLED)} is not in the local Hugging Face cache and "
-            f"the hub did not answer within "
-            f"{HUB_PROBE_SECONDS:.0f} s: run `huggingface-cli download {spec.argument}` on a connected machine and "
-            f"copy its HF_HOME here, or {BUNDLED_HINT}"
+            f"model {spec.text!r}{did_you_mean(spec.text, BUNDLED)} is not in the local Hugging Face cache and "
+            f"the hub did not answer within {HUB_PROBE_SECONDS:.0f} s: run `huggingface-cli download {download}` on a "
+            f"connected machine and copy its HF_HOME here, or {BUNDLED_HINT}"
         )
 
 
 def boot(spec: Spec) -> Any:
-    """The folder's checkpoint; for a hub name, its snapshot (configs, tokenizer and safetensors only), from the hub
-    when it answers, else from the local cache offline (never 30 s of retries). Either way it loads as a folder."""
+    """The folder's checkpoint; for a hub name, its snapshot at the spec's revision (configs, tokenizer and safetensors
+    only), from the hub when it answers, else from the local cache offline (never 30 s of retries). Either way it
+    loads as a folder."""
     from huggingface_hub import snapshot_download
 
     if spec.kind == "folder":
         return boot_folder(Path(spec.argument).expanduser())
     online = hub_reachable()
-    return boot_folder(Path(snapshot_download(spec.argument, allow_patterns=list(SNAPSHOT_FILES),
-                                              local_files_only=not online)))
+    snapshot = snapshot_download(spec.argument, revision=spec.revision, allow_patterns=list(SNAPSHOT_FILES),
+                                 local_files_only=not online)
+    return boot_folder(Path(snapshot))
 
 
 def sources(spec: Spec) -> list[Path] | None:
@@ -68,10 +76,10 @@ def sources(spec: Spec) -> list[Path] | None:
     may hold newer weights)."""
     if spec.kind == "folder":
         folder = existing_folder(spec.argument)
-    elif os.environ.get("HF_HUB_OFFLINE", "").lower() in OFFLINE_VALUES and hub_cached(spec.argument):
+    elif os.environ.get("HF_HUB_OFFLINE", "").lower() in OFFLINE_VALUES and hub_cached(spec.argument, spec.revision):
         from huggingface_hub import try_to_load_from_cache
 
-        folder = Path(str(try_to_load_from_cache(spec.argument, "config.json"))).parent
+        folder = Path(str(try_to_load_from_cache(spec.argument, "config.json", revision=spec.revision))).parent
     else:
         return None
     return None if folder is None else sorted(path for path in folder.rglob("*") if path.is_file())
@@ -161,11 +169,11 @@ def _some(names: Iterable[str], shown: int = 3) -> str:
     return ", ".join(ordered[:shown]) + more
 
 
-def hub_cached(name: str) -> bool:
-    """Whether the local Hugging Face cache holds `name`'s config."""
+def hub_cached(name: str, revision: str | None = None) -> bool:
+    """Whether the local Hugging Face cache holds `name`'s config (at `revision`; None: the main branch)."""
     from huggingface_hub import try_to_load_from_cache
 
-    return isinstance(try_to_load_from_cache(name, "config.json"), str)
+    return isinstance(try_to_load_from_cache(name, "config.json", revision=revision), str)
 
 
 def hub_reachable(timeout: float = HUB_PROBE_SECONDS, opener: Callable[..., Any] = urllib.request.urlopen) -> bool:
