@@ -18,6 +18,8 @@ TEXT = {"type": "string"}
 OPTIONAL_TEXT = {"type": ["string", "null"]}
 NUMBERS = {"type": "array", "items": NUMBER}
 VERDICT = {"enum": [verdict.value for verdict in Verdict]}
+JUDGED = (Verdict.PASS.value, Verdict.FAIL.value, Verdict.TRIVIAL.value)
+"""Verdicts a threshold decided, whose measurement a sweep reads again."""
 INTERVAL = {"oneOf": [{"type": "null"}, {"type": "array", "items": NUMBER, "minItems": 2, "maxItems": 2}]}
 
 
@@ -132,17 +134,18 @@ def check_results(data: Any, where: str) -> None:
 
 
 def _misfits(data: dict[str, Any]) -> Iterator[tuple[list[Any], str]]:
-    """What a schema cannot say: a measured row holds the number its threshold reads (the named statistic, or a
-    distribution to take a fraction of), a curve's x and y are as long as each other, a kept parameter has one
+    """What a schema cannot say: a judged row (PASS, FAIL, TRIVIAL) holds the number its threshold reads (the named
+    statistic, or a distribution to take a fraction of), a curve's x and y are as long as each other, a kept parameter has one
     distribution per value, an overridden parameter is a parameter, and a parameter sweep's value is a number and
     its grids have one row per y and one column per x."""
     for index, row in enumerate(data["results"]):
         statistic = row["threshold"]["statistic"]
+        judged = row["verdict"] in JUDGED
         for role in ("measurement", "null"):
             measured = row.get(role) or {}
-            if measured and statistic in FRACTION_STATISTICS and not measured.get("distribution"):
+            if judged and measured and statistic in FRACTION_STATISTICS and not measured.get("distribution"):
                 yield ["results", index, role, "distribution"], f"{statistic} needs a distribution of one value or more"
-            elif measured and statistic not in FRACTION_STATISTICS and measured["statistics"].get(statistic) is None:
+            elif judged and measured and statistic not in FRACTION_STATISTICS and measured["statistics"].get(statistic) is None:
                 yield ["results", index, role, "statistics"], f"the threshold's statistic {statistic} has no value"
             for key, problem in _detail_misfits(measured.get("details") or {}):
                 yield ["results", index, role, "details", *key], problem

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Sequence
 
-from mechclaims.claim import Grid, Threshold, decide, sweep_grid
+from mechclaims.claim import Grid, Threshold, Verdict, decide, sweep_grid
 from mechclaims.errors import MechclaimsError
 from mechclaims.measurement import Measurement
 
@@ -123,7 +123,8 @@ def sweeps_for(threshold: Threshold, real: Measurement, null: Measurement | None
 def resweep(results: Any, sweeps: dict[str, Grid], param_sweeps: dict[str, tuple[str, Grid]]) -> Any:
     """Saved results (a results.RunRecord) with the named claims swept again from their saved
     distributions (no model loads). A claim given only a parameter sweep keeps the threshold grid it
-    was saved with. Results without a measurement (N/A, ERROR) are left as they are."""
+    was saved with. Results no threshold decided (N/A, also one whose gate measured it, and ERROR) are left as they
+    are."""
     unknown = sorted((set(sweeps) | set(param_sweeps)) - set(results.claims))
     if unknown:
         raise MechclaimsError(f"--sweep names claim {unknown[0]!r}, which these results do not hold: choose from "
@@ -131,7 +132,8 @@ def resweep(results: Any, sweeps: dict[str, Grid], param_sweeps: dict[str, tuple
     rows = []
     for row in results.results:
         claim_id = row.claim
-        if row.measurement is None or claim_id not in {*sweeps, *param_sweeps}:
+        undecided = row.measurement is None or row.verdict in (Verdict.NA, Verdict.ERROR)
+        if undecided or claim_id not in {*sweeps, *param_sweeps}:
             rows.append(row)
             continue
         trivial = results.claims[claim_id]["trivial_if_null_passes"]

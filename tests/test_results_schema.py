@@ -115,3 +115,23 @@ def test_any_edit_of_a_results_file_renders_or_is_one_line(tmp_path: Path, capsy
         code = main([*command, "--out", str(tmp_path / "out.html")])
         errors = capsys.readouterr().err.strip().splitlines()
         assert (code, errors) == (0, []) or (code == 2 and len(errors) == 1 and errors[0].startswith("error: ")), errors
+
+
+def test_a_row_its_gate_made_na_keeps_its_measurement_and_is_not_swept(tmp_path: Path) -> None:
+    """A gated claim that did not apply (N/A) still records what its gate measured, with no distribution to take a
+    fraction of (as the list-sorting claims write it): the file loads, a sweep of that claim leaves the row as it
+    was, and the command succeeds."""
+    data = _document()
+    row = data["results"][2]
+    row.update(threshold={**row["threshold"], "statistic": "fraction_at_least", "at": 1.0, "op": ">=", "value": 0.8,
+                          "describe": "fraction_at_least(1) >= 0.8"},
+               measurement={"statistics": {"suppression_runs": 0.0}, "distribution": [], "distribution_label": "",
+                            "details": {}, "curves": {}, "by_param": {}})
+    saved = tmp_path / "results.json"
+    saved.write_text(json.dumps(data))
+    assert load_results(saved).results[2].verdict.value == "N/A"
+    claim = row["claim"]
+    swept = tmp_path / "swept.json"
+    assert main(["sweep", str(saved), "--sweep", f"{claim}=0.5:1:0.25", "--out", str(tmp_path / "s.html"),
+                 "--json", str(swept)]) == 0
+    assert json.loads(swept.read_text())["results"][2]["sweep"] is None
