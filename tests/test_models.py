@@ -352,6 +352,17 @@ def test_compat_folds_layernorm_into_the_weights(tiny_gpt2_model: Model, tiny_gp
     assert np.array_equal(tiny_gpt2_model.bridge.W_Q.detach().numpy(), raw.W_Q)
 
 
+def test_compat_weights_after_a_forward_pass_with_gradients_are_the_same(tiny_gpt2_dir: Path,
+                                                                         tiny_gpt2_model: Model) -> None:
+    """A forward pass with gradients (as position Jacobians run) leaves the bridge's kept attention pattern in the
+    autograd graph; the compat weights, which copy the bridge, are still built, and equal those of a fresh load."""
+    model = load_model(str(tiny_gpt2_dir), remember=False)
+    model.bridge(torch.tensor([[1, 2, 3, 4]]))
+    compat, fresh = model.weights("compat"), tiny_gpt2_model.weights("compat")
+    for name in ("W_E", "W_Q", "W_K", "W_V", "W_O", "W_in", "W_out", "W_U"):
+        np.testing.assert_array_equal(getattr(compat, name), getattr(fresh, name))
+
+
 def test_random_null_keeps_shapes_and_capabilities(tiny_gpt2_model: Model, tiny_random: Model) -> None:
     """random:<folder> is the same architecture under a new name and fingerprint."""
     assert tiny_random.name == f"random:{tiny_gpt2_model.name}"

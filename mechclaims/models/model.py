@@ -205,6 +205,16 @@ def initialised_at_load(module: torch.nn.Module) -> tuple[str, ...]:
     return tuple(getattr(module, INITIALISED_AT_LOAD, ()))
 
 
+def _detach_cached_tensors(bridge: torch.nn.Module) -> None:
+    """TransformerBridge keeps the last forward's attention pattern on each attention component (`_pattern`); after
+    a forward with gradients (position Jacobians) that is a tensor in the autograd graph, which deepcopy refuses.
+    Such kept tensors are detached in place (same values), so the bridge can be copied whatever ran before."""
+    for module in bridge.modules():
+        for key, value in list(vars(module).items()):
+            if isinstance(value, torch.Tensor) and not value.is_leaf:
+                setattr(module, key, value.detach())
+
+
 def checked_fingerprint(module: torch.nn.Module, name: str) -> str:
     """sha256 over every parameter's float32 bytes in name order; rejects non-finite weights.
 
@@ -279,7 +289,8 @@ class Model:
         if processing not in self._weights:
             bridge = self.bridge
             if processing == "compat":
-                bridge = copy.deepcopy(self.bridge)
+                _detach_cached_tensors(bridge)
+                bridge = copy.deepcopy(bridge)
                 bridge.enable_compatibility_mode(disable_warnings=True)
             self._weights[processing] = _weights_from_bridge(bridge, self.capabilities)
         return self._weights[processing]
