@@ -184,7 +184,8 @@ def _versions() -> dict[str, str | None]:
 class RunRecord:
     """Everything one run measured: provenance (`run`, filled when serialised unless loaded), the
     models' provenance, the claims as data, and the results; `interrupted` marks a run stopped before its end
-    (Ctrl-C), whose results are partial."""
+    (Ctrl-C), whose results are partial; `cluster` says where a cluster run's tasks ran and which were retried
+    (`cluster.Cluster.describe`)."""
 
     argv: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.time)
@@ -194,6 +195,7 @@ class RunRecord:
     results: list[Result] = field(default_factory=list)
     run: dict[str, Any] | None = None
     interrupted: bool = False
+    cluster: dict[str, Any] | None = None
 
     def provenance(self) -> dict[str, Any]:
         """The `run` block: as loaded, or this process's versions, revision and machine now."""
@@ -210,6 +212,7 @@ class RunRecord:
             "product_kernel": product_kernel().to_json(),
             "argv": self.argv,
             "interrupted": self.interrupted,
+            **({} if self.cluster is None else {"cluster": self.cluster}),
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -236,6 +239,17 @@ def json_default(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return value.tolist()
     return str(value)
+
+
+def model_entry(model: Any, resolved_from: str | None = None) -> dict[str, Any]:
+    """A loaded model's (or family's) entry under `models` in results.json; `resolved_from` where the model does not
+    say (`auto`)."""
+    return {
+        "resolved_from": model.resolved_from or resolved_from,
+        "fingerprint": model.fingerprint,
+        "capabilities": model.capabilities.to_json(),
+        "initialised_at_load": list(model.initialised_at_load),
+    }
 
 
 def load_results(path: Path) -> RunRecord:

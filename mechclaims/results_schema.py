@@ -113,7 +113,13 @@ RUN = _record(
      "threads": {"type": ["integer", "null"]}, "argv": ARGV},
     {"finished": {"oneOf": [{"type": "null"}, TIME]}, "interrupted": {"type": "boolean"},
      "merged": {"type": "array", "items": _record({"id": TEXT, "git_revision": OPTIONAL_TEXT, "argv": ARGV})},
-     "product_kernel": _optional(_record({"name": TEXT, "reason": TEXT}))},
+     "product_kernel": _optional(_record({"name": TEXT, "reason": TEXT})),
+     "cluster": _record({"engine": TEXT, "address": TEXT, "local": {"type": "boolean"},
+                         "workers": {"type": "integer", "minimum": 0}, "placed_by_memory": {"type": "boolean"},
+                         "tasks": _map(_record({"worker": OPTIONAL_TEXT, "attempts": {"type": "integer", "minimum": 0},
+                                                "memory_bytes": {"type": "integer", "minimum": 0},
+                                                "error": OPTIONAL_TEXT})),
+                         "retried": {"type": "array", "items": TEXT}})},
 )
 RESULTS = _record({"schema": TEXT, "run": RUN, "models": _map(MODEL), "claims": _map(CLAIM),
                    "results": {"type": "array", "items": RESULT}})
@@ -137,7 +143,11 @@ def _misfits(data: dict[str, Any]) -> Iterator[tuple[list[Any], str]]:
     """What a schema cannot say: a judged row (PASS, FAIL, TRIVIAL) holds the number its threshold reads (the named
     statistic, or a distribution to take a fraction of), a curve's x and y are as long as each other, a kept parameter has one
     distribution per value, an overridden parameter is a parameter, and a parameter sweep's value is a number and
-    its grids have one row per y and one column per x."""
+    its grids have one row per y and one column per x; a cluster's retried tasks are among its tasks."""
+    cluster = data["run"].get("cluster") or {"tasks": {}, "retried": []}
+    for index, spec in enumerate(cluster["retried"]):
+        if spec not in cluster["tasks"]:
+            yield ["run", "cluster", "retried", index], f"{spec!r} is retried but not among the cluster's tasks"
     for index, row in enumerate(data["results"]):
         statistic = row["threshold"]["statistic"]
         judged = row["verdict"] in JUDGED

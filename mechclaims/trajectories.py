@@ -2,7 +2,8 @@
 
 A model is a point of a trajectory when its name says so: `<folder>/checkpoint-<step>` (a subfolder as the
 transformers Trainer writes it; a folder of them expands into one model per step, `checkpoint_folders`) or
-`<hub name>@step<step>` (a hub revision such as a Pythia training branch). `trajectories` reads them back out of
+`<hub name>@step<step>` (a hub revision such as a Pythia training branch) or `sorting:<run>/<step>` (a checkpoint of
+the suite's own sorting runs; `sorting:<run>/steps` expands into them). `trajectories` reads them back out of
 results.json rows, so a saved run renders its trajectories as well as a live one.
 """
 
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 CHECKPOINT_FOLDER = re.compile(r"checkpoint-(\d+)")
-POINT = re.compile(r"(?P<trajectory>.+?)(?:/checkpoint-|@step)(?P<step>\d+)")
+POINT = re.compile(r"(?P<trajectory>.+?)(?:/checkpoint-|@step)(?P<step>\d+)|(?P<run>(?:random(?:@\d+)?:)?sorting:[^/]+)/(?P<at>\d+)")
 
 
 def checkpoint_folders(folder: Path) -> list[Path]:
@@ -52,9 +53,12 @@ class Trajectory:
 
 
 def point_of(model: str) -> tuple[str, int] | None:
-    """(trajectory, step) when `model` is a training checkpoint (`d/checkpoint-100`, `org/name@step100`), else None."""
+    """(trajectory, step) when `model` is a training checkpoint (`d/checkpoint-100`, `org/name@step100`,
+    `sorting:ci@0/100`), else None."""
     match = POINT.fullmatch(model)
-    return None if match is None else (match["trajectory"], int(match["step"]))
+    if match is None:
+        return None
+    return (match["trajectory"], int(match["step"])) if match["trajectory"] else (match["run"], int(match["at"]))
 
 
 def trajectories(results: dict[str, Any]) -> list[Trajectory]:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import functools
+import shutil
 from pathlib import Path
 from typing import Any
+
+from safetensors.torch import load_file, save_file
 
 from mechclaims.catalogue import load_claims
 from mechclaims.claim import Claim, Threshold, Verdict
@@ -94,3 +97,14 @@ def synthetic_results() -> dict[str, Any]:
                     statistic=0.1, null_statistic=0.1, measurement=measurement, null=null),
         ],
     }
+
+
+def trajectory_folder(tiny_gpt2_dir: Path, root: Path, steps: tuple[int, ...]) -> Path:
+    """`root` holding checkpoint-<step>/ copies of the tiny checkpoint, its embedding scaled by each step."""
+    for step in steps:
+        folder = root / f"checkpoint-{step}"
+        shutil.copytree(tiny_gpt2_dir, folder)
+        tensors = load_file(folder / "model.safetensors")
+        tensors["transformer.wte.weight"] = tensors["transformer.wte.weight"] * (1 + step / 10)
+        save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+    return root

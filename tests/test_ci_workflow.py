@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -10,14 +14,21 @@ import yaml
 
 from mechclaims.models import BUNDLED, check_spec
 
+from helpers import synthetic_results
+
 WORKFLOW = Path(__file__).resolve().parents[1] / ".github" / "workflows" / "claims.yml"
 
 
 @pytest.fixture(scope="module")
-def job() -> dict[str, Any]:
-    workflow = yaml.safe_load(WORKFLOW.read_text())
-    assert set(workflow["jobs"]) == {"claims"}
-    return workflow["jobs"]["claims"]
+def workflow() -> dict[str, Any]:
+    jobs = yaml.safe_load(WORKFLOW.read_text())["jobs"]
+    assert set(jobs) == {"claims", "merge"}
+    return jobs
+
+
+@pytest.fixture(scope="module")
+def job(workflow: dict[str, Any]) -> dict[str, Any]:
+    return workflow["claims"]
 
 
 def _step(job: dict[str, Any], uses: str) -> list[dict[str, Any]]:
@@ -56,3 +67,34 @@ def test_bundled_models_are_compared_with_their_committed_baselines(job: dict[st
     baselines = WORKFLOW.parents[2] / "reports" / "baselines"
     for name in BUNDLED:
         assert (baselines / f"{name}.json").is_file()
+
+
+def test_a_final_job_merges_the_matrix_into_one_report(workflow: dict[str, Any], tmp_path: Path) -> None:
+    """After every model's job, pass or fail, one job downloads their reports and merges their results.json files
+    into one report: its command, run here on artifacts laid out as download-artifact lays them out, renders every
+    model's column."""
+    merge = workflow["merge"]
+    assert merge["needs"] == "claims" and merge["if"] == "always()"
+    (download,) = _step(merge, "actions/download-artifact@")
+    (upload,) = _step(merge, "actions/upload-artifact@")
+    assert download["with"]["pattern"] == "report-*" and "merge-multiple" not in download["with"]
+    uploaded = workflow["claims"]["steps"][-1]["with"]["name"]
+    assert uploaded == "report-${{ matrix.model }}" and not upload["with"]["name"].startswith("report-")
+    (command,) = [step["run"] for step in merge["steps"] if "mechclaims report" in step.get("run", "")]
+    merging = [line for line in command.splitlines() if line.startswith("python -m mechclaims report")]
+    assert len(merging) == 1
+    models = workflow["claims"]["strategy"]["matrix"]["model"][:2]
+    for model in models:
+        results = synthetic_results()
+        results["run"]["id"] = f"run-{model}"
+        only = next(iter(results["models"]))
+        results["models"] = {model: results["models"][only]}
+        results["results"] = [{**row, "model": model} for row in results["results"] if row["model"] == only]
+        folder = tmp_path / download["with"]["path"] / f"report-{model}"
+        folder.mkdir(parents=True)
+        (folder / "results.json").write_text(json.dumps(results))
+    environment = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    subprocess.run(["bash", "-c", merging[0]], cwd=tmp_path, env=environment, check=True, capture_output=True)
+    report = (tmp_path / upload["with"]["path"] / "report.html").read_text()
+    header = report.split('<table id="matrix">', 1)[1].split("</thead>", 1)[0]
+    assert all(f"<th>{model}</th>" in header for model in models)

@@ -19,7 +19,7 @@ from PIL import Image
 
 from mechclaims.report import render_report
 
-from helpers import CLAIMS_DIR, SCRIPT_TOKEN, synthetic_results
+from helpers import CLAIMS_DIR, SCRIPT_TOKEN, synthetic_results, trajectory_folder
 
 pytestmark = pytest.mark.browser
 CHROMIUM_FLAGS = (
@@ -206,3 +206,34 @@ def test_claims_along_training_render_as_pictures_and_a_step_table(chromium: str
     assert (f"{claim} against training step", True) in decoded and all(loaded for _, loaded in decoded)
     steps = re.findall(r'<tr><td>(\d+)</td><td>[^<]+</td><td class="verdict-(\w+)">', report.read_text())
     assert steps == [("1", "FAIL"), ("10", "PASS"), ("100", "PASS")]
+
+
+def test_a_trajectory_and_a_zoo_measured_on_a_local_cluster_render_as_one_report(
+    chromium: str, pytester: pytest.Pytester, tiny_gpt2_dir: Path, tiny_llama_dir: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three steps of a training run and two architectures with their nulls, on a local two-worker Dask cluster: one
+    report, whose figures (the claims along training among them) decode in the browser, whose matrix has a column
+    per model and whose table of cluster tasks has one row per model, each with the worker that ran it."""
+    pytest.importorskip("distributed")
+    shutil.copy(CLAIMS_DIR / "test_knittel2024_vsa.py", pytester.path)
+    monkeypatch.setenv("MECHCLAIMS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    runs = trajectory_folder(tiny_gpt2_dir, tmp_path / "runs", (1, 2, 10))
+    zoo = [str(tiny_gpt2_dir), f"random:{tiny_gpt2_dir}", str(tiny_llama_dir), f"random:{tiny_llama_dir}"]
+    pytester.runpytest_subprocess("-p", "mechclaims.plugin", "--model", str(runs), *(f"--model={m}" for m in zoo),
+                                  "-k", "embed_raw or embed_diagonal", "--cluster")
+    report = pytester.path / "reports" / "report.html"
+    decoded = _decoded_images(chromium, report, tmp_path / "profile")
+    alts = [alt for alt, _ in decoded]
+    assert decoded and all(loaded for _, loaded in decoded)
+    assert alts.count("knittel2024.embed_raw_orthogonal against training step") == 1
+    dom = _chromium(chromium, tmp_path / "profile", "--dump-dom", report.as_uri()).stdout
+    header = re.search(r'<table id="matrix">\s*<thead>(.*?)</thead>', dom, flags=re.S)
+    assert header is not None and len(re.findall(r"<th>", header.group(1))) == 2 + 7
+    tasks = re.search(r'<table id="cluster-tasks">.*?<tbody>(.*?)</tbody>', dom, flags=re.S)
+    assert tasks is not None
+    rows = re.findall(r"<tr><td><code>([^<]+)</code></td><td>(tcp://127\.0\.0\.1:\d+)</td><td>1</td>", tasks.group(1))
+    assert [model for model, _ in rows] == [f"{runs}/checkpoint-{step}" for step in (1, 2, 10)] + zoo
+    assert 'id="cluster"' in dom and "2 workers" in dom

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from safetensors.torch import load_file, save_file
 
 from mechclaims.__main__ import main
 from mechclaims.errors import MechclaimsError
@@ -17,7 +16,7 @@ from mechclaims.models import check_spec
 from mechclaims.models.specs import expanded, parse
 from mechclaims.trajectories import checkpoint_folders, point_of, trajectories
 
-from helpers import CLAIMS_DIR
+from helpers import CLAIMS_DIR, trajectory_folder
 
 
 def _row(model: str, claim: str = "paper.claim", statistic: float = 0.5, verdict: str = "PASS") -> dict[str, Any]:
@@ -41,6 +40,10 @@ def test_checkpoint_folders_are_ordered_by_step_number(tmp_path: Path) -> None:
     ("gpt2", None),
     ("EleutherAI/pythia-70m@main", None),
     ("runs/checkpoint-final", None),
+    ("sorting:ci@3/250", ("sorting:ci@3", 250)),
+    ("random:sorting:ci@0/0", ("random:sorting:ci@0", 0)),
+    ("sorting:ci@0/shuffled", None),
+    ("sorting:ci@0", None),
 ])
 def test_a_model_name_says_whether_it_is_a_training_checkpoint(model: str, point: tuple[str, int] | None) -> None:
     assert point_of(model) == point
@@ -59,17 +62,6 @@ def test_trajectories_group_rows_by_run_and_claim_in_step_order() -> None:
     assert found[0].threshold["value"] == 0.6
 
 
-def _trajectory_folder(tiny_gpt2_dir: Path, root: Path, steps: tuple[int, ...]) -> Path:
-    """`root` holding checkpoint-<step>/ copies of the tiny checkpoint, its embedding scaled by each step."""
-    for step in steps:
-        folder = root / f"checkpoint-{step}"
-        shutil.copytree(tiny_gpt2_dir, folder)
-        tensors = load_file(folder / "model.safetensors")
-        tensors["transformer.wte.weight"] = tensors["transformer.wte.weight"] * (1 + step / 10)
-        save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
-    return root
-
-
 def test_a_checkpoint_folder_is_one_model_per_step_and_its_report_draws_each_claim_along_training(
     pytester: pytest.Pytester, tiny_gpt2_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -79,7 +71,7 @@ def test_a_checkpoint_folder_is_one_model_per_step_and_its_report_draws_each_cla
     shutil.copy(CLAIMS_DIR / "test_knittel2024_vsa.py", pytester.path)
     monkeypatch.setenv("MECHCLAIMS_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    runs = _trajectory_folder(tiny_gpt2_dir, tmp_path / "runs", (10, 1, 2))
+    runs = trajectory_folder(tiny_gpt2_dir, tmp_path / "runs", (10, 1, 2))
     result = pytester.runpytest_subprocess("-p", "mechclaims.plugin", "--model", str(runs), "-k",
                                            "embed_raw or embed_diagonal", "--collect-only", "-q")
     steps = [f"{runs}/checkpoint-{step}" for step in (1, 2, 10)]
@@ -99,10 +91,25 @@ def test_a_checkpoint_folder_is_one_model_per_step_and_its_report_draws_each_cla
 
 
 def test_a_folder_of_checkpoints_named_alone_says_how_to_measure_it(tiny_gpt2_dir: Path, tmp_path: Path) -> None:
-    runs = _trajectory_folder(tiny_gpt2_dir, tmp_path / "runs", (5, 50))
+    runs = trajectory_folder(tiny_gpt2_dir, tmp_path / "runs", (5, 50))
     with pytest.raises(MechclaimsError) as info:
         check_spec(str(runs))
     assert str(info.value) == (f"{runs} holds 2 training checkpoints (checkpoint-5 to checkpoint-50), not one model: "
                                f"measure one ({runs}/checkpoint-50) or every step with pytest claims --model {runs}")
     assert [spec.text for spec in expanded(parse(f"random:{runs}"))] == [f"random:{runs}/checkpoint-5",
                                                                          f"random:{runs}/checkpoint-50"]
+
+
+def test_a_sorting_run_along_training_is_one_model_per_saved_step_from_its_initialisation() -> None:
+    """`sorting:ci@0/steps` is the run's untrained initialisation and every checkpoint it saves (each
+    `checkpoint_every` steps up to the last), in step order, also under random: and for a family; named alone (as
+    `evaluate` would) it says how to measure it."""
+    steps = [0, *range(250, 4001, 250)]
+    assert [spec.text for spec in expanded(parse("sorting:ci@0/steps"))] == [f"sorting:ci@0/{s}" for s in steps]
+    assert [spec.text for spec in expanded(parse("random:sorting:ci@0-1/steps"))] == [
+        f"random:sorting:ci@0-1/{s}" for s in steps]
+    assert [point_of(spec.text) for spec in expanded(parse("sorting:ci@2/steps"))] == [("sorting:ci@2", s)
+                                                                                        for s in steps]
+    with pytest.raises(MechclaimsError, match=r"^sorting:ci@0/steps names every saved step of sorting:ci@0, not one "
+                                              r"model: .* --model sorting:ci@0/steps$"):
+        check_spec("sorting:ci@0/steps")

@@ -3,8 +3,9 @@
     spec := "random" ["@" seed] ":" base | base
     base := "auto" | kind ":" argument | a bundled name | a folder path | a Hugging Face name ["@" revision]
 
-A folder of training checkpoints (`checkpoint-<step>/` subfolders, as the transformers Trainer writes them) is one
-model per step (`expanded`); a revision is a hub branch, tag or commit (a Pythia `step1000` branch, say).
+A folder of training checkpoints (`checkpoint-<step>/` subfolders, as the transformers Trainer writes them) and a
+sorting run's `/steps` are one model per step (a kind's `expanded(spec) -> [step spec]`); a revision is a hub branch,
+tag or commit (a Pythia `step1000` branch, say).
 
 Each kind is one module in `mechclaims.models.kinds` with `check(spec, probe_hub)` (refuse, before
 anything loads, with a one-line MechclaimsError naming the fix) and `boot(spec) -> TransformerBridge`; a kind
@@ -25,7 +26,6 @@ from typing import Any, Callable, Protocol
 
 from mechclaims.errors import MechclaimsError
 from mechclaims.models.kinds import bundled, hub, planted, random, sorting
-from mechclaims.trajectories import checkpoint_folders
 
 RANDOM = re.compile(r"random(?:@(?P<seed>\d+))?:(?P<base>.+)")
 HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
@@ -129,15 +129,12 @@ def same_model(spec: Spec) -> tuple[Any, ...]:
 
 
 def expanded(spec: Spec) -> list[Spec]:
-    """The models a spec names: a folder of training checkpoints (`checkpoint-<step>/` subfolders and no
-    config.json of its own) is one folder spec per step, by step, also under random:; any other spec is itself."""
+    """The models a spec names: one per training step where its kind's `expanded` lists the steps (a folder of
+    `checkpoint-<step>/` folders, a sorting run's `/steps`), also under random:; any other spec is itself."""
     if spec.base is not None:
         return [parse(random_text(spec.seed, member.text)) for member in expanded(spec.base)]
-    folder = hub.existing_folder(spec.argument) if spec.kind == "folder" else None
-    if folder is None or (folder / "config.json").is_file():
-        return [spec]
-    steps = checkpoint_folders(folder)
-    return [parse(f"{spec.text}/{step.name}") for step in steps] or [spec]
+    listed = getattr(KINDS.get(spec.kind), "expanded", None)
+    return [parse(step) for step in ([] if listed is None else listed(spec))] or [spec]
 
 
 def _prefixed_kinds() -> list[str]:

@@ -5,6 +5,7 @@
 - collection:  `CLAIMS` lists -> one item per (claim, model); the claim test
 - regressions: one `regression[<claim>][<model>]` item per claim for models with a baseline
 - reporting:   results.json, report.html and baselines written once at the end; xdist merging
+- cluster:     --cluster: one task per model on a Dask cluster, merged into the one run
 
 Loaded by the `pytest11` entry point (`pip install mechclaims` is enough) or `-p mechclaims.plugin`.
 """
@@ -15,4 +16,5 @@ pytest_plugins = [
     "mechclaims.plugin.collection",
     "mechclaims.plugin.regressions",
     "mechclaims.plugin.reporting",
+    "mechclaims.plugin.cluster",
 ]

@@ -16,7 +16,7 @@ import pytest
 from mechclaims.baselines import update_baselines
 from mechclaims.plugin.options import OPTIONS
 from mechclaims.plugin.session import SESSION, Session
-from mechclaims.results import Result, RunRecord, json_default
+from mechclaims.results import Result, RunRecord, json_default, model_entry
 
 WORKER_OUTPUT = "mechclaims"
 RECORD = pytest.StashKey[RunRecord]()
@@ -24,15 +24,12 @@ WRITTEN = pytest.StashKey[list[Path]]()
 
 
 def _model_info(session: Session, name: str) -> dict[str, Any] | None:
+    """The model's results.json entry: from this process's loaded models, else as a cluster task reported it."""
     model = next((m for m in session.settings.models.models.values() if m.name == name), None)
-    if model is None:
-        return None
-    return {
-        "resolved_from": model.resolved_from or session.resolved_from.get(model.name),
-        "fingerprint": model.fingerprint,
-        "capabilities": model.capabilities.to_json(),
-        "initialised_at_load": list(model.initialised_at_load),
-    }
+    if model is not None:
+        return model_entry(model, session.resolved_from.get(name))
+    entry = session.model_entries.get(name)
+    return None if entry is None else {**entry, "resolved_from": entry["resolved_from"] or session.resolved_from.get(name)}
 
 
 def _collect(record: RunRecord, session: Session) -> None:

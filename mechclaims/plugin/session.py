@@ -1,11 +1,12 @@
 """The run's state (`config.stash[SESSION]`): the engine's Settings built from the options, the models
-once `auto` is resolved, and each (claim, model)'s Result, evaluated once per process and shared by the
-claim's item and its regression item."""
+once `auto` is resolved, and each (claim, model)'s Result, evaluated once per run (in this process, or by a
+cluster task) and shared by the claim's item and its regression item."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import pytest
 import torch
@@ -29,6 +30,10 @@ class Session:
     resolved_from: dict[str, str] = field(default_factory=dict)
     results: dict[tuple[str, str], Result] = field(default_factory=dict)
     claims: dict[str, Claim] = field(default_factory=dict)
+    evaluator: Callable[[Claim, str, Settings], Result] = evaluate
+    """In this process by default; the cluster plugin puts its tasks' results here instead."""
+    model_entries: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """results.json entries of models loaded elsewhere (by cluster tasks), by name."""
 
     @classmethod
     def start(cls, options: Options) -> Session:
@@ -61,7 +66,7 @@ class Session:
         """The claim's Result on `spec`, evaluated on first request."""
         if (claim.id, spec) not in self.results:
             self.claims.setdefault(claim.id, claim)
-            self.results[claim.id, spec] = evaluate(claim, spec, self.settings)
+            self.results[claim.id, spec] = self.evaluator(claim, spec, self.settings)
         return self.results[claim.id, spec]
 
 

@@ -40,11 +40,11 @@ def check(spec: Spec, probe_hub: bool) -> None:
         folder = existing_folder(spec.argument)
         if folder is None:
             raise MechclaimsError(f"model folder {spec.argument} does not exist: pass a folder written by save_pretrained")
-        steps = [] if (folder / "config.json").is_file() else checkpoint_folders(folder)
+        steps = expanded(spec)
         if steps:
             raise MechclaimsError(
-                f"{folder} holds {len(steps)} training checkpoints ({steps[0].name} to {steps[-1].name}), not one "
-                f"model: measure one ({folder / steps[-1].name}) or every step with pytest claims --model {folder}")
+                f"{folder} holds {len(steps)} training checkpoints ({Path(steps[0]).name} to {Path(steps[-1]).name}), "
+                f"not one model: measure one ({steps[-1]}) or every step with pytest claims --model {folder}")
         checkpoint_weights(folder)
     elif probe_hub and not (hub_cached(spec.argument, spec.revision) or hub_reachable()):
         from mechclaims.models.kinds.bundled import BUNDLED
@@ -55,6 +55,15 @@ def check(spec: Spec, probe_hub: bool) -> None:
             f"the hub did not answer within {HUB_PROBE_SECONDS:.0f} s: run `huggingface-cli download {download}` on a "
             f"connected machine and copy its HF_HOME here, or {BUNDLED_HINT}"
         )
+
+
+def expanded(spec: Spec) -> list[str]:
+    """A folder of training checkpoints (`checkpoint-<step>/` subfolders and no config.json of its own): one folder
+    spec per step, by step; [] for any other spec."""
+    folder = existing_folder(spec.argument) if spec.kind == "folder" else None
+    if folder is None or (folder / "config.json").is_file():
+        return []
+    return [f"{spec.text}/{step.name}" for step in checkpoint_folders(folder)]
 
 
 def boot(spec: Spec) -> Any:

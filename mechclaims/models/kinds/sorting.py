@@ -1,8 +1,10 @@
-"""`sorting:<config>[@<seed>][/<step>|/shuffled]`: a list-sorting model the suite trains itself
+"""`sorting:<config>[@<seed>][/<step>|/shuffled|/steps]`: a list-sorting model the suite trains itself
 (mechclaims/training/sorting.py) from fixtures/sorting/<config>.json, on first use, into the cache folder; later loads
 read the cached weights. `/<step>` is the run's checkpoint at that step, `/0` its initialisation (the untrained null);
 `/shuffled` the same configuration trained on shuffled targets (the list again in a random order: the shuffled-target
-null, which learns to copy numbers but not to sort them).
+null, which learns to copy numbers but not to sort them). `/steps` is the run along training: one model per saved
+checkpoint (`checkpoint-<step>/` folders in the run's folder, as the transformers Trainer names them), step 0 first
+(`expanded`).
 
 `sorting:<config>[+<config>...]@<first>-<last>[/<step>|/shuffled]` names a family: every configuration with every
 seed in the range, measured together by the claims about how often a structure appears across training runs
@@ -28,10 +30,11 @@ if TYPE_CHECKING:
 
 NAME = r"[A-Za-z0-9_-]+"
 ARGUMENT = re.compile(rf"(?P<configs>{NAME}(?:\+{NAME})*)(?:@(?P<first>\d+)(?:-(?P<last>\d+))?)?"
-                      r"(?:/(?P<variant>\d+|shuffled))?")
-USAGE = ("write sorting:<configuration>[@<seed>][/<step>|/shuffled], e.g. sorting:ci@0, or a family such as "
+                      r"(?:/(?P<variant>\d+|shuffled|steps))?")
+USAGE = ("write sorting:<configuration>[@<seed>][/<step>|/shuffled|/steps], e.g. sorting:ci@0, or a family such as "
          "sorting:ci+ci-wd0@0-4")
 SHUFFLED = "shuffled"
+STEPS = "steps"
 
 
 def _parts(spec: Spec) -> tuple[list[str], list[int], str | None]:
@@ -79,11 +82,27 @@ def run_folder(config: Any) -> Path:
     return default_cache_dir() / "sorting" / f"{config.name}-{digest}" / f"seed-{config.seed}"
 
 
+def expanded(spec: Spec) -> list[str]:
+    """`<run or family>/steps`: one spec per step the first configuration saves a checkpoint at, the untrained
+    initialisation (step 0) first; [] for any other spec."""
+    from mechclaims.training.sorting import checkpoint_steps, load_config
+
+    configs, seeds, variant = _parts(spec)
+    if variant != STEPS:
+        return []
+    stem = spec.text.removesuffix(f"/{STEPS}")
+    return [f"{stem}/{step}" for step in (0, *checkpoint_steps(load_config(configs[0], seeds[0])))]
+
+
 def check(spec: Spec, probe_hub: bool) -> None:
     """Every configuration must exist in fixtures/sorting and be valid, and the step must be one it saves."""
     from mechclaims.training.sorting import checkpoint_steps, load_config
 
     configs, seeds, variant = _parts(spec)
+    if variant == STEPS:
+        stem = spec.text.removesuffix(f"/{STEPS}")
+        raise MechclaimsError(f"{spec.text} names every saved step of {stem}, not one model: measure one "
+                              f"({stem}/<step>) or every step with pytest claims --model {spec.text}")
     step = None if variant in (None, SHUFFLED) else int(variant)
     for name in configs:
         config = load_config(name, seeds[0])
