@@ -86,18 +86,21 @@ def _prefixed(tiny_gpt2_dir: Path, folder: Path) -> Path:
 
 def test_a_cluster_run_records_what_a_serial_run_records(project: pytest.Pytester, tiny_gpt2_dir: Path,
                                                          tmp_path: Path) -> None:
-    """A model, its null and a three-step training run, measured afresh serially and on a local two-worker cluster:
-    the same items pass and fail, and results.json holds the same models, claims and rows in the same order (all but
-    the seconds taken). The cluster run says where each of its five tasks ran, and that none was retried."""
+    """A model, its null and a three-step training run, measured afresh serially and on a local two-worker cluster,
+    both compared with the baselines a first run recorded: the same items pass (claims and regressions), and
+    results.json holds the same models, claims and rows (baseline comparisons included) in the same order, all but the
+    seconds taken. The cluster run says where each of its five tasks ran, and that none was retried."""
     shutil.copy(CLAIMS_DIR / "test_knittel2024_vsa.py", project.path)
     runs = trajectory_folder(tiny_gpt2_dir, tmp_path / "runs", (1, 2, 10))
     models = ["--model", str(tiny_gpt2_dir), "--model", f"random:{tiny_gpt2_dir}", "--model", str(runs)]
     chosen = ["-k", "embed_raw or embed_diagonal or attn_heads", "--no-cache"]
+    _run(project, *models, *chosen, "--update-baselines").assert_outcomes(passed=15)
     serial = _run(project, *models, *chosen)
     expected = _saved(project)
     clustered = _run(project, *models, *chosen, "--cluster")
     saved = _saved(project)
-    assert clustered.parseoutcomes() == serial.parseoutcomes() and len(saved["results"]) == 15
+    assert clustered.parseoutcomes() == serial.parseoutcomes() == {"passed": 30, "deselected": 100}
+    assert {row["baseline"]["status"] for row in saved["results"]} == {"unchanged"} and len(saved["results"]) == 15
     assert (saved["models"], saved["claims"]) == (expected["models"], expected["claims"])
     assert _steady(saved["results"]) == _steady(expected["results"])
     assert "cluster" not in expected["run"]
