@@ -6,7 +6,8 @@
 
 A result regresses when its verdict changed under the same threshold, or its statistic moved by more
 than the claim's tolerance (absolute). A model whose fingerprint differs from the baseline's has
-different weights: it is reported as such, not compared.
+different weights: it is reported as such, not compared. A failing claim the baseline records failing under the same
+threshold and parameters is a known finding (`Baselines.finding`), which the plugin runs as a strict expected failure.
 """
 
 from __future__ import annotations
@@ -20,11 +21,15 @@ from mechclaims.atomic import atomic_write_text
 from mechclaims.claim import Verdict
 from mechclaims.errors import MechclaimsError
 from mechclaims.results import (
+    CHANGED,
     DIFFERENT_WEIGHTS,
+    KNOWN,
+    NEW,
     NOT_RECORDED,
     REGRESSION,
     UNCHANGED,
     Comparison,
+    Finding,
     Result,
     RunRecord,
 )
@@ -133,19 +138,56 @@ class Baselines:
     def has(self, model: str) -> bool:
         return baseline_file(self.directory, model).is_file()
 
+    def _baseline(self, model: str) -> dict[str, Any] | str | None:
+        """The model's baseline, None without one, or why it cannot be read."""
+        if model not in self._read:
+            try:
+                self._read[model] = load_baseline(self.directory, model)
+            except MechclaimsError as exc:
+                self._read[model] = str(exc)
+        return self._read[model]
+
+    def finding(self, result: Result, fails: bool, strict_null: bool) -> Finding | None:
+        """A result that fails (`fails`: FAIL, or TRIVIAL under --strict-null), or that its baseline records failing,
+        set against that baseline: KNOWN where the baseline records the claim failing on the model under the same
+        threshold and parameters (whatever the weights), CHANGED where it records such a failure and the result no
+        longer fails, NEW where the result fails and the baseline does not record it; None otherwise."""
+        baseline = self._baseline(result.model)
+        entry = baseline["claims"].get(result.claim) if isinstance(baseline, dict) else None
+        failing = {Verdict.FAIL.value} | ({Verdict.TRIVIAL.value} if strict_null else set())
+        if (entry is None or entry["verdict"] not in failing or entry["threshold"] != result.threshold.describe()
+                or entry["params"] != _as_json(result.params)):
+            return new_finding(result, self.directory) if fails else None
+        assert isinstance(baseline, dict), "an entry comes from a readable baseline"
+        git = (baseline["recorded"].get("git_revision") or "?")[:10]
+        recorded = (f"{entry['verdict']} of {result.claim} on {result.model} (statistic {_number(entry['statistic'])}, "
+                    f"threshold {entry['threshold']}) recorded in {baseline_file(self.directory, result.model)} (git "
+                    f"{git})")
+        if fails:
+            return Finding(KNOWN, f"known finding: {recorded}")
+        return Finding(CHANGED, f"changed since baseline: {recorded} is now {result.verdict.value} (statistic "
+                                f"{_number(result.statistic)})")
+
     def compare(self, result: Result, fingerprint: str, tolerance: float) -> Comparison | None:
         """The result against its model's baseline (None without one); an unreadable baseline is a regression."""
-        if result.model not in self._read:
-            try:
-                self._read[result.model] = load_baseline(self.directory, result.model)
-            except MechclaimsError as exc:
-                self._read[result.model] = str(exc)
-        baseline = self._read[result.model]
+        baseline = self._baseline(result.model)
         if isinstance(baseline, str):
             return Comparison(REGRESSION, baseline)
         if baseline is None:
             return None
         return compare(result, fingerprint, baseline, baseline_file(self.directory, result.model), tolerance)
+
+
+def new_finding(result: Result, directory: Path | None) -> Finding:
+    """A failing result that no baseline records as a failure (in `directory`; None: this run compares none)."""
+    where = "no baselines are compared" if directory is None else f"{baseline_file(directory, result.model)} does not record it"
+    return Finding(NEW, f"new finding: {result.verdict.value} of {result.claim} on {result.model} ({where}; record it "
+                        "with --update-baselines once it is understood)")
+
+
+def _as_json(value: Any) -> Any:
+    """`value` as it reads back from JSON (tuples as lists), to compare parameters with a baseline's."""
+    return json.loads(json.dumps(value, default=str))
 
 
 def _number(value: float | None) -> str:
@@ -174,7 +216,7 @@ def compare(result: Result, fingerprint: str, baseline: dict[str, Any], source: 
         reasons.append(f"statistic {_number(old)} -> {_number(new)}{moved}")
     summary = f"old {_number(old)} ({entry['verdict']}), new {_number(new)} ({verdict}), tolerance ±{tolerance:g}"
     notes = [] if same_threshold else [f"threshold {entry['threshold']} -> {threshold}, verdicts not compared"]
-    if entry["params"] != result.params:
+    if entry["params"] != _as_json(result.params):
         notes.append(f"parameters {entry['params']} -> {result.params}")
     detail = "".join(f"; {note}" for note in notes) + f" (baseline {source}, git {(baseline['recorded']['git_revision'] or '?')[:10]})"
     if reasons:

@@ -15,7 +15,7 @@ Schema "mechclaims.results/1":
             sweep{axis, points[{x, statistic, null_statistic, verdict, interval, null_interval}]} | null,
             param_sweep{axis, param, x, y, statistic, null_statistic, verdict (y x x grids)} | null,
             baseline{status, message, old_statistic, new_statistic, old_verdict, new_verdict, tolerance}
-            | null, traceback}]
+            | null, traceback, finding{status (known finding, changed since baseline, new finding), message} | null}]
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from mechclaims.atomic import atomic_write_text
 from mechclaims.claim import Threshold, Verdict
 from mechclaims.errors import MechclaimsError
 from mechclaims.kernels import product_kernel
-from mechclaims.results_schema import check_results
+from mechclaims.results_schema import FINDING_STATUSES, check_results
 from mechclaims.measurement import Measurement
 from mechclaims.sweeps import ParamSweep, ThresholdSweep
 
@@ -49,6 +49,7 @@ RESULTS_DECIMALS = 6
 """Distributions in results.json are rounded to this many decimals (the cache keeps them exact)."""
 VERSIONED_PACKAGES = ("mechclaims", "torch", "transformers", "transformer-lens", "numpy", "pytest")
 UNCHANGED, REGRESSION, DIFFERENT_WEIGHTS, NOT_RECORDED = "unchanged", "regression", "different weights", "not recorded"
+KNOWN, CHANGED, NEW = FINDING_STATUSES
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,24 @@ class Comparison:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Comparison:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A claim that fails on a model (FAIL, or TRIVIAL under --strict-null) set against the model's baseline:
+    `status` KNOWN (the baseline records that failure under the same threshold and parameters: an expected failure),
+    CHANGED (the baseline records a failure that no longer fails) or NEW (no baseline records it); `message` says
+    which baseline, at which git revision."""
+
+    status: str
+    message: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Finding:
         return cls(**data)
 
 
@@ -105,6 +124,7 @@ class Result:
     param_sweep: ParamSweep | None = None
     baseline: Comparison | None = None
     traceback: str | None = None
+    finding: Finding | None = None
 
     def summary(self) -> str:
         """One line: the claim on the model, its statistic against the threshold, and the null."""
@@ -134,6 +154,7 @@ class Result:
             "param_sweep": None if self.param_sweep is None else self.param_sweep.to_json(),
             "baseline": None if self.baseline is None else self.baseline.to_json(),
             "traceback": self.traceback,
+            "finding": None if self.finding is None else self.finding.to_json(),
         }
 
     @classmethod
@@ -159,6 +180,7 @@ class Result:
             param_sweep=_optional(data.get("param_sweep"), ParamSweep),
             baseline=_optional(data.get("baseline"), Comparison),
             traceback=data.get("traceback"),
+            finding=_optional(data.get("finding"), Finding),
         )
 
 

@@ -20,6 +20,8 @@ NUMBERS = {"type": "array", "items": NUMBER}
 VERDICT = {"enum": [verdict.value for verdict in Verdict]}
 JUDGED = (Verdict.PASS.value, Verdict.FAIL.value, Verdict.TRIVIAL.value)
 """Verdicts a threshold decided, whose measurement a sweep reads again."""
+FINDING_STATUSES = ("known finding", "changed since baseline", "new finding")
+"""A failing claim against its model's baseline (`results.Finding`): recorded there, no longer failing, not recorded."""
 INTERVAL = {"oneOf": [{"type": "null"}, {"type": "array", "items": NUMBER, "minItems": 2, "maxItems": 2}]}
 
 
@@ -86,6 +88,7 @@ RESULT = _record(
      "params_overridden": {"type": ["array", "null"], "items": TEXT}, "seconds": OPTIONAL_NUMBER,
      "cache_hit": {"type": ["boolean", "null"]}, "measurement": _optional(MEASUREMENT), "null": _optional(MEASUREMENT),
      "sweep": _optional(SWEEP), "param_sweep": _optional(PARAM_SWEEP), "baseline": _optional(COMPARISON),
+     "finding": _optional(_record({"status": {"enum": list(FINDING_STATUSES)}, "message": TEXT})),
      "traceback": OPTIONAL_TEXT},
 )
 CLAIM = _record(

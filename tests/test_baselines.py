@@ -16,7 +16,8 @@ from dataclasses import replace
 from mechclaims.baselines import Baselines, baseline_file, compare, load_baseline, update_baselines
 from mechclaims.claim import Threshold, Verdict
 from mechclaims.errors import MechclaimsError
-from mechclaims.results import DIFFERENT_WEIGHTS, NOT_RECORDED, REGRESSION, UNCHANGED, Result, RunRecord
+from mechclaims.results import (CHANGED, DIFFERENT_WEIGHTS, KNOWN, NEW, NOT_RECORDED, REGRESSION, UNCHANGED, Result,
+                                RunRecord)
 
 CLAIM = "paper.fraction_claim"
 FINGERPRINT = "f" * 64
@@ -192,3 +193,35 @@ def test_any_edit_of_a_baseline_reads_and_compares_or_is_one_line(tmp_path: Path
     for row in (_row(), _row(statistic=None, verdict="ERROR")):
         assert compare(row, FINGERPRINT, read, folder, 0.01).status in {UNCHANGED, REGRESSION, DIFFERENT_WEIGHTS,
                                                                            NOT_RECORDED}
+
+
+@pytest.mark.parametrize(
+    ("recorded", "now", "strict_null", "changes", "status"),
+    [
+        ("FAIL", "FAIL", False, {}, KNOWN),
+        ("FAIL", "PASS", False, {}, CHANGED),
+        ("FAIL", "TRIVIAL", False, {}, CHANGED),
+        ("TRIVIAL", "TRIVIAL", True, {}, KNOWN),
+        ("TRIVIAL", "TRIVIAL", False, {}, None),
+        ("PASS", "FAIL", False, {}, NEW),
+        ("PASS", "PASS", False, {}, None),
+        ("FAIL", "FAIL", False, {"value": 0.7}, NEW),
+        ("FAIL", "PASS", False, {"value": 0.7}, None),
+        ("FAIL", "FAIL", False, {"params": {"layer": 1}}, NEW),
+        ("FAIL", "FAIL", False, {"model": "org/other"}, NEW),
+    ],
+)
+def test_a_failure_is_known_only_where_the_baseline_records_it_under_the_same_threshold_and_parameters(
+    tmp_path: Path, recorded: str, now: str, strict_null: bool, changes: dict[str, Any], status: str | None
+) -> None:
+    """The finding of a result against a baseline recorded with verdict `recorded`: failing now means FAIL, or
+    TRIVIAL under --strict-null; a recorded failure is one under the result's own threshold and parameters, on
+    weights old or new."""
+    _baseline(tmp_path, _row(verdict=recorded), fingerprint="0" * 64)
+    result = _row(verdict=now, **changes)
+    fails = now == "FAIL" or (now == "TRIVIAL" and strict_null)
+    finding = Baselines(tmp_path).finding(result, fails, strict_null)
+    assert (finding and finding.status) == status
+    if status in (KNOWN, CHANGED):
+        assert f"{recorded} of {CLAIM} on org/model (statistic 0.5, threshold" in finding.message
+        assert str(baseline_file(tmp_path, "org/model")) in finding.message and "(git abc)" in finding.message

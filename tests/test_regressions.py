@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from safetensors.torch import load_file, save_file
 
 from mechclaims.cache import MeasurementCache
@@ -240,3 +241,64 @@ def test_an_interrupted_run_keeps_the_last_complete_results_and_marks_its_partia
     assert partial["run"]["interrupted"] is True and [row["claim"] for row in partial["results"]] == [CLAIM]
     assert 'id="interrupted"' in (reports / "report.interrupted.html").read_text()
     assert _results(project)["run"]["interrupted"] is False
+
+
+def _shared_direction(tiny_gpt2_dir: Path, folder: Path) -> Path:
+    """The tiny checkpoint with one direction added to every token embedding: far from orthogonal, so the toy
+    claim (mean |cos| ratio <= 2) fails on it."""
+    shutil.copytree(tiny_gpt2_dir, folder)
+    weights = load_file(folder / "model.safetensors")
+    embedding = weights["transformer.wte.weight"]
+    weights["transformer.wte.weight"] = embedding + 5 * embedding.std() * torch.ones(embedding.shape[1])
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    return folder
+
+
+def test_a_recorded_failure_is_a_strict_expected_failure_until_it_passes_or_moves(
+    project: pytest.Pytester, tiny_gpt2_dir: Path, tmp_path: Path
+) -> None:
+    """Record a baseline where the claim fails (a new finding: the run fails). Rerun: the claim is xfailed as a known
+    finding naming the baseline, and the run passes. Change the metric so that it fails differently: still xfailed,
+    but its regression item fails the run. Give the model weights on which the claim passes: an unexpected pass
+    (strict) fails the run, and the report marks it changed since baseline. --findings-fail fails on the finding;
+    another threshold is not the recorded finding."""
+    folder = _shared_direction(tiny_gpt2_dir, tmp_path / "variant")
+    model = str(folder)
+    recorded = _run(project, "--model", model, "--update-baselines")
+    recorded.assert_outcomes(failed=1)
+    recorded.stdout.fnmatch_lines(["mechclaims: findings against the baselines: 0 known *, 0 changed *, 1 new"])
+    assert _results(project)["results"][0]["finding"]["status"] == "new finding"
+
+    known = _run(project, "--model", model)
+    assert known.ret == pytest.ExitCode.OK
+    known.assert_outcomes(passed=1, xfailed=1)
+    known.stdout.fnmatch_lines([f"XFAIL *{CLAIM}[[]*variant[]]* - known finding: FAIL of {CLAIM} on {model} "
+                                f"(statistic *, threshold mean_abs_ratio <= 2) recorded in reports?baselines?*.json (git *)"])
+    known.stdout.fnmatch_lines(["mechclaims: findings against the baselines: 1 known *, 0 changed *, 0 new"])
+    row = _results(project)["results"][0]
+    assert row["verdict"] == "FAIL" and row["finding"]["status"] == "known finding"
+    report = (project.path / "reports" / "report.html").read_text()
+    assert '<span class="finding" title="known finding: FAIL of' in report and 'id="findings"' in report
+
+    strict = _run(project, "--model", model, "--findings-fail")
+    strict.assert_outcomes(passed=1, failed=1)
+    other_threshold = _run(project, "--model", model, "--threshold", f"{CLAIM}=1000")
+    other_threshold.assert_outcomes(passed=2)
+
+    project.makepyfile(toy_metric=METRIC.format(scale=1.5))
+    moved = _run(project, "--model", model)
+    moved.assert_outcomes(xfailed=1, failed=1)
+    moved.stdout.fnmatch_lines([f"regression of {CLAIM} on *: statistic * -> *, moved +*: old * (FAIL), new * (FAIL)*",
+                                f"FAILED *{REGRESSION_ITEM}*"])
+
+    project.makepyfile(toy_metric=METRIC.format(scale=1.0))
+    shutil.copy(tiny_gpt2_dir / "model.safetensors", folder / "model.safetensors")
+    passes = _run(project, "--model", model)
+    passes.assert_outcomes(failed=1, skipped=1)
+    passes.stdout.fnmatch_lines([f"FAILED *{CLAIM}[[]*variant[]]*"])
+    passes.stdout.fnmatch_lines(["mechclaims: findings against the baselines: 0 known *, 1 changed *, 0 new"])
+    assert "[XPASS(strict)] changed since baseline: FAIL of" in passes.stdout.str()
+    row = _results(project)["results"][0]
+    assert row["verdict"] == "PASS" and row["finding"]["status"] == "changed since baseline"
+    report = (project.path / "reports" / "report.html").read_text()
+    assert "changed since baseline (a known finding no longer fails)" in report

@@ -18,6 +18,7 @@ from mechclaims.errors import MechclaimsError, did_you_mean
 from mechclaims.plugin.options import OPTIONS, Options
 from mechclaims.plugin.session import SESSION
 from mechclaims.pool import ModelPool
+from mechclaims.results import NEW
 
 CLAIM_KEY = pytest.StashKey[tuple[Claim, str]]()
 COLLECTED = pytest.StashKey[dict[str, Claim]]()
@@ -128,18 +129,24 @@ def mechclaims_models(request: pytest.FixtureRequest) -> ModelPool:
 
 
 def run_claim(request: pytest.FixtureRequest, mechclaims_models: ModelPool) -> None:
-    """The generic claim test: the claim's verdict as a pytest outcome (ERROR and FAIL fail, N/A skips)."""
+    """The generic claim test: the claim's verdict as a pytest outcome (ERROR and FAIL fail, N/A skips). A failure the
+    model's baseline records (a known finding) is a strict expected failure, unless --findings-fail: xfailed while it
+    fails, failing the run (XPASS strict) once it passes."""
     claim, spec = request.node.stash[CLAIM_KEY]
-    result = request.config.stash[SESSION].result(claim, spec)
+    session, options = request.config.stash[SESSION], request.config.stash[OPTIONS]
+    result = session.result(claim, spec)
     if result.verdict is Verdict.ERROR:
         pytest.fail(result.reason + (f"\n{result.traceback}" if result.traceback else ""), pytrace=False)
     if result.verdict is Verdict.NA:
         pytest.skip(f"N/A: {result.reason}")
+    finding = session.judge(claim, spec)
+    if finding is not None and finding.status != NEW and not options.findings_fail:
+        request.node.add_marker(pytest.mark.xfail(strict=True, reason=finding.message))
     for key, value in (("verdict", result.verdict.value), ("statistic", result.statistic),
                        ("null_statistic", result.null_statistic), ("threshold", result.threshold.describe()),
                        ("origin", result.threshold.origin)):
         request.node.user_properties.append((key, value))
     if result.verdict is Verdict.FAIL:
         pytest.fail(f"FAIL {result.summary()}", pytrace=False)
-    if result.verdict is Verdict.TRIVIAL and request.config.stash[OPTIONS].strict_null:
+    if result.verdict is Verdict.TRIVIAL and options.strict_null:
         pytest.fail(f"TRIVIAL (--strict-null) {result.summary()}: the null baseline passes too", pytrace=False)

@@ -39,6 +39,7 @@ class Options:
     update_baselines: bool
     slow_claims: bool = False
     device: str | None = None
+    findings_fail: bool = False
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Options:
@@ -82,6 +83,7 @@ class Options:
             update_baselines=update,
             slow_claims=bool(config.getoption("mechclaims_slow_claims")),
             device=device,
+            findings_fail=bool(config.getoption("mechclaims_findings_fail")),
         )
 
     def named_claims(self) -> list[tuple[str, set[str]]]:
@@ -133,6 +135,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          f"regression[<claim>][<model>] (default: {DEFAULT_BASELINE_DIR} when present)")
     group.addoption("--update-baselines", action="store_true", dest="mechclaims_update_baselines",
                     help="record this run's results as the models' baselines (in --baseline DIR)")
+    group.addoption("--findings-fail", action="store_true", dest="mechclaims_findings_fail",
+                    help="fail on every claim that fails, also those the model's baseline records failing (known "
+                         "findings, by default strict expected failures: xfailed while they fail, failing the run "
+                         "once they pass)")
     group.addoption("--no-cache", action="store_true", dest="mechclaims_no_cache",
                     help="measure everything afresh and write nothing to the measurement cache")
     group.addoption("--slow-claims", action="store_true", dest="mechclaims_slow_claims",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import pytest
 from mechclaims.baselines import update_baselines
 from mechclaims.plugin.options import OPTIONS
 from mechclaims.plugin.session import SESSION, Session
-from mechclaims.results import Result, RunRecord, json_default, model_entry
+from mechclaims.results import CHANGED, KNOWN, NEW, Result, RunRecord, json_default, model_entry
 
 WORKER_OUTPUT = "mechclaims"
 RECORD = pytest.StashKey[RunRecord]()
@@ -95,6 +96,10 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     note = config.stash[SESSION].auto_note
     if note:
         terminalreporter.write_line(f"mechclaims: {note}")
+    findings = Counter(result.finding.status for result in config.stash[RECORD].results if result.finding)
+    if findings:
+        terminalreporter.write_line(f"mechclaims: findings against the baselines: {findings[KNOWN]} known (expected "
+                                    f"failures), {findings[CHANGED]} changed since baseline, {findings[NEW]} new")
     for path in config.stash[WRITTEN]:
         terminalreporter.write_line(f"mechclaims: wrote {path}")
 

@@ -5,20 +5,20 @@ cluster task) and shared by the claim's item and its regression item."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import pytest
 import torch
 
-from mechclaims.baselines import Baselines
+from mechclaims.baselines import Baselines, new_finding
 from mechclaims.cache import MeasurementCache
-from mechclaims.claim import Claim
+from mechclaims.claim import Claim, Verdict
 from mechclaims.engine import Settings, evaluate
 from mechclaims.models import resolve_auto
 from mechclaims.pool import ModelPool
 from mechclaims.plugin.options import OPTIONS, Options
-from mechclaims.results import Result
+from mechclaims.results import Finding, Result
 
 
 @dataclass
@@ -61,6 +61,21 @@ class Session:
     def checks_regressions(self, spec: str) -> bool:
         """Whether this run compares `spec` with a recorded baseline (one regression item per claim)."""
         return self.settings.baselines is not None and self.settings.baselines.has(spec)
+
+    def judge(self, claim: Claim, spec: str) -> Finding | None:
+        """The Result's finding against its model's baseline (`Baselines.finding`; a failure is FAIL, or TRIVIAL under
+        --strict-null, and every failure is new where no baselines are compared), kept with the Result for
+        results.json and the report."""
+        result = self.results[claim.id, spec]
+        strict = self.options.strict_null
+        fails = result.verdict is Verdict.FAIL or (result.verdict is Verdict.TRIVIAL and strict)
+        baselines = self.settings.baselines
+        if baselines is not None:
+            finding = baselines.finding(result, fails, strict)
+        else:
+            finding = new_finding(result, None) if fails else None
+        self.results[claim.id, spec] = replace(result, finding=finding)
+        return finding
 
     def result(self, claim: Claim, spec: str) -> Result:
         """The claim's Result on `spec`, evaluated on first request."""

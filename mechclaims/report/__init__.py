@@ -4,6 +4,7 @@ of a training run (`trajectories`) also get each claim drawn against the step.""
 from __future__ import annotations
 
 import datetime
+from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import jinja2
 
 from mechclaims.atomic import atomic_write_text
 from mechclaims.report import figures
+from mechclaims.results_schema import FINDING_STATUSES
 from mechclaims.trajectories import Trajectory, trajectories
 
 CHANGED = ("regression", "different weights")
@@ -200,9 +202,22 @@ def render_html(results: dict[str, Any]) -> str:
         cells=cells,
         sections=sections,
         changed_statuses=CHANGED,
-        changed=[r for r in results["results"] if (r.get("baseline") or {}).get("status") in CHANGED],
+        changed=[_change(r) for r in results["results"] if _change(r)],
+        findings=Counter((r.get("finding") or {}).get("status") for r in results["results"] if r.get("finding")),
+        finding_statuses=dict(zip(("known", "changed", "new"), FINDING_STATUSES)),
         verdict_class=VERDICT_CLASSES,
     )
+
+
+def _change(result: dict[str, Any]) -> tuple[str, str] | None:
+    """(status, message) of a result that changed since its baseline: a regression or new weights, or a known finding
+    that no longer fails; None for any other."""
+    baseline, finding = result.get("baseline") or {}, result.get("finding") or {}
+    if finding.get("status") == FINDING_STATUSES[1]:
+        return finding["status"], finding["message"]
+    if baseline.get("status") in CHANGED:
+        return baseline["status"], baseline["message"]
+    return None
 
 
 def render_report(results: dict[str, Any], out_path: Path) -> None:
