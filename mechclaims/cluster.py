@@ -10,8 +10,8 @@ the driver merges into one run, as a serial run would have recorded them.
   not a task that waits forever. Workers that declare no MEMORY take tasks as they come (the run records that).
 - Faults: a task whose worker dies (killed, out of memory) runs again on another worker: Dask reschedules it, up to
   its `distributed.scheduler.allowed-failures`. The scheduler counts the workers that died while they held a task
-  (running it, or queued to), and `describe` gives each task's attempts: one more than those deaths. A task that fails as a whole is an ERROR for each of its claims. A model that fails to load
-  is already one (the engine's).
+  (running it, or queued to), and `describe` gives each task's attempts: one more than those deaths. A task that
+  fails as a whole is an ERROR for each of its claims. A model that fails to load is already one (the engine's).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from typing import Any
 
 import torch
 
-from mechclaims.claim import Claim, Verdict
-from mechclaims.engine import Settings, configured, evaluate
+from mechclaims.claim import Claim
+from mechclaims.engine import Settings, evaluate
 from mechclaims.errors import MechclaimsError
 from mechclaims.memory import GIB, available_bytes
 from mechclaims.models import specs
@@ -89,14 +89,6 @@ def _packed(claims: list[Claim]) -> bytes:
     finally:
         for module in modules:
             cloudpickle.unregister_pickle_by_value(module)
-
-
-def failed(claim: Claim, spec: str, settings: Settings, reason: str) -> Result:
-    """The ERROR Result of a claim whose model's task could not give one."""
-    claim, overridden = configured(claim, settings)
-    return Result(model=spec, claim=claim.id, verdict=Verdict.ERROR, threshold=claim.threshold, params=claim.params,
-                  threshold_overridden=overridden, params_overridden=tuple(sorted(settings.params.get(claim.id, {}))),
-                  reason=reason)
 
 
 def check_address(address: str) -> str:

@@ -115,6 +115,20 @@ def _measured(settings: Settings, claim: Claim, model: Model, base: dict[str, An
                   measurement=real, null=null, sweep=sweep, param_sweep=grid_sweep, **base)
 
 
+def _configured_base(claim: Claim, settings: Settings) -> tuple[Claim, dict[str, Any]]:
+    """The configured claim and the Result fields it sets: its id, threshold and parameters, and what this run
+    overrode."""
+    claim, overridden = configured(claim, settings)
+    return claim, {"claim": claim.id, "threshold": claim.threshold, "params": claim.params,
+                   "threshold_overridden": overridden,
+                   "params_overridden": tuple(sorted(settings.params.get(claim.id, {})))}
+
+
+def unmeasured(claim: Claim, spec: str, settings: Settings, reason: str) -> Result:
+    """The ERROR Result of a claim on `spec` that no measurement answered (e.g. a cluster task that failed)."""
+    return Result(model=spec, verdict=Verdict.ERROR, reason=reason, **_configured_base(claim, settings)[1])
+
+
 def evaluate(claim: Claim | str, subject: str | Model | Family, settings: Settings | None = None) -> Result:
     """The claim's Result on the subject (a model spec, or a Model or Family already loaded). A model that cannot
     load, a claim that does not apply, and a measurement that fails are Results (ERROR, N/A), not raised;
@@ -122,11 +136,8 @@ def evaluate(claim: Claim | str, subject: str | Model | Family, settings: Settin
     settings = settings or Settings()
     if isinstance(claim, str):
         claim = find_claim(claim, settings.claims_dir)
-    claim, overridden = configured(claim, settings)
+    claim, base = _configured_base(claim, settings)
     spec = subject if isinstance(subject, str) else subject.name
-    base: dict[str, Any] = {"claim": claim.id, "threshold": claim.threshold, "params": claim.params,
-                            "threshold_overridden": overridden,
-                            "params_overridden": tuple(sorted(settings.params.get(claim.id, {})))}
     started = time.perf_counter()
     if isinstance(subject, str):
         null = claim.null_baseline

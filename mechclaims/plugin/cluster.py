@@ -13,8 +13,8 @@ from dataclasses import replace
 import pytest
 
 from mechclaims.claim import Claim
-from mechclaims.cluster import ADDRESS_ENV, LOCAL, Cluster, check_address, failed
-from mechclaims.engine import Settings
+from mechclaims.cluster import ADDRESS_ENV, LOCAL, Cluster, check_address
+from mechclaims.engine import Settings, unmeasured
 from mechclaims.errors import MechclaimsError
 from mechclaims.plugin.collection import CLAIM_KEY
 from mechclaims.plugin.reporting import RECORD
@@ -72,11 +72,11 @@ def _from_cluster(cluster: Cluster, state: Session, claim: Claim, spec: str, set
     """The claim's Result from its model's task, compared with the baseline here (the driver reads baselines)."""
     run = cluster.wait(spec)
     if isinstance(run, str):
-        return failed(claim, spec, settings, run)
+        return unmeasured(claim, spec, settings, run)
     state.model_entries.update(run.models)
     result = next((one for one in run.results if one.claim == claim.id), None)
     if result is None:
-        return failed(claim, spec, settings, f"the cluster task measuring {spec} gave no result for {claim.id}")
+        return unmeasured(claim, spec, settings, f"the cluster task measuring {spec} gave no result for {claim.id}")
     entry = run.models.get(result.model)
     if settings.baselines is not None and entry is not None:
         result = replace(result, baseline=settings.baselines.compare(result, entry["fingerprint"], claim.tolerance))
