@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 CHECKPOINT_FOLDER = re.compile(r"checkpoint-(\d+)")
-POINT = re.compile(r"(?P<trajectory>.+?)(?:/checkpoint-|@step)(?P<step>\d+)|(?P<run>(?:random(?:@\d+)?:)?sorting:[^/]+)/(?P<at>\d+)")
+POINT = re.compile(r"(?P<trajectory>.+?)(?:/checkpoint-|@step)(?P<step>\d+)"
+                   r"|(?P<run>(?:random(?:@\d+)?:)?sorting:[^/]+)/(?P<at>\d+)")
 
 
 def checkpoint_folders(folder: Path) -> list[Path]:

@@ -11,6 +11,7 @@ cached) gets UNCOUNTED parameters: the suite's own models are that small or smal
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from mechclaims.models import specs
@@ -25,14 +26,8 @@ UNCOUNTED = 10_000_000
 def _safetensors_count(file: Path) -> int:
     from safetensors import safe_open
 
-    total = 0
     with safe_open(str(file), framework="np") as opened:
-        for name in opened.keys():
-            count = 1
-            for size in opened.get_slice(name).get_shape():
-                count *= size
-            total += count
-    return total
+        return sum(math.prod(opened.get_slice(name).get_shape()) for name in opened.keys())
 
 
 def _gguf_count(file: Path) -> int:

@@ -202,8 +202,8 @@ def render_html(results: dict[str, Any]) -> str:
         cells=cells,
         sections=sections,
         changed_statuses=CHANGED,
-        changed=[_change(r) for r in results["results"] if _change(r)],
-        findings=Counter((r.get("finding") or {}).get("status") for r in results["results"] if r.get("finding")),
+        changed=[change for r in results["results"] if (change := _change(r))],
+        findings=Counter(r["finding"]["status"] for r in results["results"] if r.get("finding")),
         finding_statuses=dict(zip(("known", "changed", "new"), FINDING_STATUSES)),
         verdict_class=VERDICT_CLASSES,
     )
