@@ -1,12 +1,16 @@
 """Baselines: each model's recorded results, and the comparison that turns a moved measurement into a regression.
 
 `reports/baselines/<model>.json`, schema "mechclaims.baseline/1":
-  model, fingerprint, recorded{run, started, git_revision, versions}
-  claims: {claim id: {statistic, null_statistic, verdict, threshold (its description), params, tolerance}}
+  model, fingerprint, recipe (optional), recorded{run, started, git_revision, versions}
+  claims: {claim id: {statistic, null_statistic, verdict, threshold (its description), params, tolerance,
+           outcomes (optional: each unit's categorical result, e.g. each training run's head mode)}}
 
-A result regresses when its verdict changed under the same threshold, or its statistic moved by more
-than the claim's tolerance (absolute). A model whose fingerprint differs from the baseline's has
-different weights: it is reported as such, not compared. A failing claim the baseline records failing under the same
+A result regresses when its verdict changed under the same threshold, its statistic moved by more than the
+claim's tolerance (absolute), or one of its recorded outcomes changed. A model whose fingerprint differs from the
+baseline's has different weights: it is reported as such, not compared, unless it is a model the suite trains
+itself with the baseline's recipe (the same configurations, seeds and training code, retrained on another CPU or
+torch): its statistics and outcomes are then compared as usual, and the comparison says "retrained: weights
+differ, statistics compared". A failing claim the baseline records failing under the same
 threshold and parameters is a known finding (`Baselines.finding`), which the plugin runs as a strict expected failure.
 """
 
@@ -93,9 +97,17 @@ def _broken(data: dict[str, Any]) -> str | None:
     return None
 
 
+def _outcomes(result: Result) -> dict[str, str] | None:
+    """The measurement's categorical outcomes per unit (`details["outcomes"]`), when it has them."""
+    found = None if result.measurement is None else result.measurement.details.get("outcomes")
+    return {str(unit): str(value) for unit, value in found.items()} if isinstance(found, dict) else None
+
+
 def _entry(result: Result, tolerance: float) -> dict[str, Any]:
-    return {"statistic": result.statistic, "null_statistic": result.null_statistic, "verdict": result.verdict.value,
-            "threshold": result.threshold.describe(), "params": result.params, "tolerance": tolerance}
+    entry = {"statistic": result.statistic, "null_statistic": result.null_statistic, "verdict": result.verdict.value,
+             "threshold": result.threshold.describe(), "params": result.params, "tolerance": tolerance}
+    outcomes = _outcomes(result)
+    return entry if outcomes is None else {**entry, "outcomes": outcomes}
 
 
 def update_baselines(directory: Path, record: RunRecord) -> list[Path]:
@@ -111,13 +123,17 @@ def update_baselines(directory: Path, record: RunRecord) -> list[Path]:
             previous = load_baseline(directory, model)
         except MechclaimsError:
             previous = None
-        claims = previous["claims"] if previous and previous["fingerprint"] == info["fingerprint"] else {}
+        recipe = info.get("recipe")
+        same = previous is not None and (previous["fingerprint"] == info["fingerprint"] or
+                                         (recipe is not None and previous.get("recipe") == recipe))
+        claims = previous["claims"] if same else {}
         claims.update({result.claim: _entry(result, record.claims[result.claim]["tolerance"])
                        for result in record.results if result.model == model})
         baseline = {
             "schema": SCHEMA,
             "model": model,
             "fingerprint": info["fingerprint"],
+            **({"recipe": recipe} if recipe is not None else {}),
             "recorded": {"run": run["id"], "started": run["started"], "git_revision": run["git_revision"],
                          "versions": run["versions"]},
             "claims": dict(sorted(claims.items())),
@@ -168,14 +184,15 @@ class Baselines:
         return Finding(CHANGED, f"changed since baseline: {recorded} is now {result.verdict.value} (statistic "
                                 f"{_number(result.statistic)})")
 
-    def compare(self, result: Result, fingerprint: str, tolerance: float) -> Comparison | None:
+    def compare(self, result: Result, fingerprint: str, tolerance: float,
+                recipe: str | None = None) -> Comparison | None:
         """The result against its model's baseline (None without one); an unreadable baseline is a regression."""
         baseline = self._baseline(result.model)
         if isinstance(baseline, str):
             return Comparison(REGRESSION, baseline)
         if baseline is None:
             return None
-        return compare(result, fingerprint, baseline, baseline_file(self.directory, result.model), tolerance)
+        return compare(result, fingerprint, baseline, baseline_file(self.directory, result.model), tolerance, recipe)
 
 
 def new_finding(result: Result, directory: Path | None) -> Finding:
@@ -194,8 +211,10 @@ def _number(value: float | None) -> str:
     return "none" if value is None else f"{value:.6g}"
 
 
-def compare(result: Result, fingerprint: str, baseline: dict[str, Any], source: Path, tolerance: float) -> Comparison:
-    """Compare one result (this run, the model with `fingerprint`) with `baseline` (read from `source`)."""
+def compare(result: Result, fingerprint: str, baseline: dict[str, Any], source: Path, tolerance: float,
+            recipe: str | None = None) -> Comparison:
+    """Compare one result (this run, the model with `fingerprint` made by `recipe`) with `baseline` (read from
+    `source`)."""
     claim, model = result.claim, result.model
     entry = baseline["claims"].get(claim)
     if entry is None:
@@ -203,7 +222,8 @@ def compare(result: Result, fingerprint: str, baseline: dict[str, Any], source: 
     old, new, verdict, threshold = entry["statistic"], result.statistic, result.verdict.value, result.threshold.describe()
     numbers = {"old_statistic": old, "new_statistic": new, "old_verdict": entry["verdict"],
                "new_verdict": verdict, "tolerance": tolerance}
-    if baseline["fingerprint"] != fingerprint:
+    retrained = baseline["fingerprint"] != fingerprint and recipe is not None and baseline.get("recipe") == recipe
+    if baseline["fingerprint"] != fingerprint and not retrained:
         return Comparison(DIFFERENT_WEIGHTS, f"different weights: {model} now has fingerprint {fingerprint[:12]}, its "
                           f"baseline {source} was recorded on {baseline['fingerprint'][:12]}; not compared (re-record "
                           "with --update-baselines if the new weights are intended)", **numbers)
@@ -214,8 +234,15 @@ def compare(result: Result, fingerprint: str, baseline: dict[str, Any], source: 
     if (old is None) != (new is None) or (old is not None and abs(new - old) > tolerance):
         moved = "" if old is None or new is None else f", moved {new - old:+.3g}"
         reasons.append(f"statistic {_number(old)} -> {_number(new)}{moved}")
+    before, after = entry.get("outcomes"), _outcomes(result)
+    if isinstance(before, dict) and after is not None:
+        reasons += [f"{unit}: {before.get(unit, 'absent')} -> {after.get(unit, 'absent')}"
+                    for unit in sorted(set(before) | set(after)) if before.get(unit) != after.get(unit)]
     summary = f"old {_number(old)} ({entry['verdict']}), new {_number(new)} ({verdict}), tolerance ±{tolerance:g}"
     notes = [] if same_threshold else [f"threshold {entry['threshold']} -> {threshold}, verdicts not compared"]
+    if retrained:
+        notes.append(f"retrained: weights differ ({baseline['fingerprint'][:12]} -> {fingerprint[:12]}), statistics "
+                     "compared")
     if entry["params"] != _as_json(result.params):
         notes.append(f"parameters {entry['params']} -> {result.params}")
     detail = "".join(f"; {note}" for note in notes) + f" (baseline {source}, git {(baseline['recorded']['git_revision'] or '?')[:10]})"

@@ -151,13 +151,15 @@ class Inputs:
 @dataclass(frozen=True)
 class Gate:
     """A condition on the real measurement for the claim to apply: `statistic op value`, else N/A with
-    `reason` and the measured number (e.g. a model that cannot do the task a claim is about). The null is
-    not gated: a random model is expected to fail the task."""
+    `reason` and the measured number (e.g. a model that cannot do the task a claim is about); `explained_by` names
+    a details entry (text) that says which units failed it, appended to the reason. The null is not gated: a random
+    model is expected to fail the task."""
 
     statistic: str
     op: Op
     value: float
     reason: str
+    explained_by: str | None = None
 
     def __post_init__(self) -> None:
         if self.op not in OPS:
@@ -168,7 +170,12 @@ class Gate:
         measured = float(measurement.statistics[self.statistic])
         if OPS[self.op](measured, self.value):
             return None
-        return f"{self.reason} ({self.statistic} = {measured:.4g}, needs {self.op} {self.value:g})"
+        explained = measurement.details.get(self.explained_by) if self.explained_by else None
+        return (f"{self.reason} ({self.statistic} = {measured:.4g}, needs {self.op} {self.value:g})"
+                + (f": {explained}" if explained else ""))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"statistic": self.statistic, "op": self.op, "value": self.value, "reason": self.reason}
 
 
 def _accepts(value: Any, expected: Any) -> bool:
@@ -215,10 +222,10 @@ class Claim:
     with `inputs` also gets `inputs=` the data set, and its source runs forward passes.
 
     `null` names a null in nulls.NULLS ("gaussian", "random_targets": weight nulls; "random_model":
-    the `random:` model) or is a MeasurementNull. `trivial_if_null_passes` is False where the null is
-    the ideal the claim compares against (near-orthogonality), not a chance level that a pass must
-    beat. `tolerance` is how far (absolute) the statistic may move from its baseline before a run
-    reports a regression; 0.01 suits fractions, and claims on other scales declare their own.
+    the `random:` model) or is a MeasurementNull. `gate`: one Gate or several, checked in order (`gates`).
+    `trivial_if_null_passes` is False where the null is the ideal the claim compares against
+    (near-orthogonality), not a chance level that a pass must beat. `tolerance` is how far (absolute) the
+    statistic may move from its baseline before a run reports a regression; 0.01 suits fractions, and claims on other scales declare their own.
     `subjects` are the model specs the claim runs on whatever --model names (the suite's own trained
     models, e.g. a family of training seeds); empty, it runs on the run's models. A `slow` claim runs
     only with --slow-claims.
@@ -237,7 +244,7 @@ class Claim:
     rationale: str = ""
     tolerance: float = 0.01
     inputs: Inputs | tuple[Inputs, ...] | None = None
-    gate: Gate | None = None
+    gate: Gate | tuple[Gate, ...] | None = None
     subjects: tuple[str, ...] = ()
     slow: bool = False
 
@@ -291,6 +298,14 @@ class Claim:
                                   f"({self.null}) cannot do: use null='random_model' or a MeasurementNull")
 
     @property
+    def gates(self) -> tuple[Gate, ...]:
+        return () if self.gate is None else self.gate if isinstance(self.gate, tuple) else (self.gate,)
+
+    def not_met(self, measurement: Measurement) -> str | None:
+        """The first unmet gate's N/A reason, else None."""
+        return next((reason for gate in self.gates if (reason := gate.not_met(measurement))), None)
+
+    @property
     def null_baseline(self) -> Null | None:
         """The null as an object (a name resolved through nulls.NULLS)."""
         return NULLS[self.null] if isinstance(self.null, str) else self.null
@@ -318,8 +333,7 @@ class Claim:
             "trivial_if_null_passes": self.trivial_if_null_passes,
             "tolerance": self.tolerance,
             "inputs": None if self.inputs is None else [one.to_json() for one in self.input_list],
-            "gate": None if self.gate is None else {"statistic": self.gate.statistic, "op": self.gate.op,
-                                                    "value": self.gate.value, "reason": self.gate.reason},
+            "gates": [gate.to_json() for gate in self.gates],
             "subjects": list(self.subjects),
             "slow": self.slow,
         }

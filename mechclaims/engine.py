@@ -26,7 +26,7 @@ from mechclaims.models import Model
 from mechclaims.models.family import Family
 from mechclaims.nulls import MeasurementNull, ModelNull, WeightNull
 from mechclaims.pool import ModelPool
-from mechclaims.results import Result
+from mechclaims.results import Result, model_recipe
 from mechclaims.sweeps import sweeps_for
 
 
@@ -102,7 +102,7 @@ def _null(settings: Settings, claim: Claim, model: Model, inputs: Any) -> Measur
 def _measured(settings: Settings, claim: Claim, model: Model, base: dict[str, Any]) -> Result:
     inputs = _load_inputs(claim)
     real, hit = _measure(settings, claim, model, model.fingerprint, "real", inputs)
-    gated = None if claim.gate is None else claim.gate.not_met(real)
+    gated = claim.not_met(real)
     if gated:
         return Result(verdict=Verdict.NA, reason=gated, cache_hit=hit, measurement=real, **base)
     null = _null(settings, claim, model, inputs)
@@ -160,5 +160,6 @@ def evaluate(claim: Claim | str, subject: str | Model | Family, settings: Settin
                             **base)
     result = replace(result, seconds=time.perf_counter() - started)
     if settings.baselines is not None:
-        result = replace(result, baseline=settings.baselines.compare(result, model.fingerprint, claim.tolerance))
+        result = replace(result, baseline=settings.baselines.compare(result, model.fingerprint, claim.tolerance,
+                                                                     model_recipe(model.name)))
     return result

@@ -265,13 +265,24 @@ def json_default(value: Any) -> Any:
 
 def model_entry(model: Any, resolved_from: str | None = None) -> dict[str, Any]:
     """A loaded model's (or family's) entry under `models` in results.json; `resolved_from` where the model does not
-    say (`auto`)."""
+    say (`auto`); `recipe` for a model the suite trains itself (models.specs.recipe)."""
     return {
         "resolved_from": model.resolved_from or resolved_from,
         "fingerprint": model.fingerprint,
+        "recipe": model_recipe(model.name),
         "capabilities": model.capabilities.to_json(),
         "initialised_at_load": list(model.initialised_at_load),
     }
+
+
+def model_recipe(name: str) -> str | None:
+    """models.specs.recipe of the model named `name`; None where its kind has none (or the name is no spec)."""
+    from mechclaims.models import specs
+
+    try:
+        return specs.recipe(specs.parse(name))
+    except MechclaimsError:
+        return None
 
 
 def load_results(path: Path) -> RunRecord:

@@ -96,7 +96,7 @@ CLAIM = _record(
      "params": {"type": "object"}, "null": OPTIONAL_TEXT, "trivial_if_null_passes": {"type": "boolean"}},
     {"tolerance": OPTIONAL_NUMBER,
      "inputs": {"type": ["array", "null"], "items": _record({"dataset": TEXT}, {"options": {"type": "object"}})},
-     "gate": _optional(_record({"statistic": TEXT, "op": TEXT, "value": NUMBER, "reason": TEXT})),
+     "gates": {"type": "array", "items": _record({"statistic": TEXT, "op": TEXT, "value": NUMBER, "reason": TEXT})},
      "subjects": {"type": "array", "items": TEXT}, "slow": {"type": "boolean"}},
 )
 COUNT = {"type": "integer", "minimum": 0}
@@ -105,7 +105,7 @@ CAPABILITIES = _record({"architecture": TEXT, "kind": TEXT, "positions": TEXT, "
                         "n_layers": COUNT, "n_heads": COUNT, "n_kv_heads": COUNT, "d_vocab": COUNT})
 MODEL = _record(
     {"fingerprint": TEXT, "capabilities": CAPABILITIES, "resolved_from": OPTIONAL_TEXT},
-    {"initialised_at_load": {"type": "array", "items": TEXT}},
+    {"initialised_at_load": {"type": "array", "items": TEXT}, "recipe": OPTIONAL_TEXT},
 )
 ARGV = {"type": "array", "items": TEXT}
 TIME = {"type": "number", "minimum": 0, "maximum": 1e11}

@@ -13,8 +13,9 @@ import torch
 
 from mechclaims.errors import MechclaimsError
 from mechclaims.metrics.list_sorting import llc_change_after_overlap
-from mechclaims.training.learning_coefficient import SamplerSettings, SortingLogits, learning_coefficient
+from mechclaims.training.learning_coefficient import SamplerSettings, learning_coefficient
 from mechclaims.training.sorting import _weights, batch_at, boot, load_config
+from mechclaims.training.sorting_model import SortingLogits, SortingStack
 
 FEW_DRAWS = SamplerSettings(chains=2, draws=20)
 
@@ -28,8 +29,11 @@ def short(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> object:
     return config
 
 
-def test_the_plain_sorter_computes_the_bridges_logits() -> None:
-    config = load_config("ci", 3)
+@pytest.mark.parametrize("layernorm", [True, False])
+def test_the_plain_sorter_computes_the_bridges_logits_and_a_stack_keeps_its_runs_apart(layernorm: bool) -> None:
+    """SortingLogits against the native bridge (LayerNorm on and off); a SortingStack of two runs gives each run its
+    own logits, and from a first position the logits the full pass gives there."""
+    config = replace(load_config("ci", 3), layernorm=layernorm)
     bridge = boot(config)
     with torch.no_grad():
         weights = _weights(bridge.original_model)
@@ -37,8 +41,17 @@ def test_the_plain_sorter_computes_the_bridges_logits() -> None:
         bridge.original_model.load_state_dict({key: tensors[key.replace("._original_component", "").replace(
             "_original_component.", "")] for key in bridge.original_model.state_dict()})
         tokens = torch.from_numpy(batch_at(config, 5))
-        np.testing.assert_allclose(SortingLogits(tensors, config.heads)(tokens).numpy(),
-                                   bridge.original_model(tokens).numpy(), rtol=1e-5, atol=1e-5)
+        expected = bridge.original_model(tokens).numpy()
+        np.testing.assert_allclose(SortingLogits(tensors, config.heads, layernorm)(tokens).numpy(), expected,
+                                   rtol=1e-5, atol=1e-5)
+        other = {name: value + 0.05 * torch.randn_like(value) for name, value in tensors.items()}
+        stack = SortingStack([other, tensors], config.heads, layernorm)
+        both = stack(torch.stack([torch.from_numpy(batch_at(config, 6)), tokens]))
+        np.testing.assert_allclose(both[1].numpy(), expected, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(both[0].numpy(), SortingLogits(other, config.heads, layernorm)(
+            torch.from_numpy(batch_at(config, 6))).numpy(), rtol=1e-5, atol=1e-5)
+        tail = stack(torch.stack([tokens, tokens]), first=config.list_length)
+        np.testing.assert_allclose(tail[1].numpy(), expected[:, config.list_length:], rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize(("modes", "llcs", "change"), [

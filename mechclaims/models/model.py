@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Literal
 
@@ -220,8 +220,12 @@ def checked_fingerprint(module: torch.nn.Module, name: str) -> str:
 
     Names are the checkpoint's own (`checkpoint_name`).
     """
+    return tensors_fingerprint({checkpoint_name(k): v for k, v in module.state_dict().items()}, name)
+
+
+def tensors_fingerprint(named: Mapping[str, torch.Tensor], name: str) -> str:
+    """`checked_fingerprint` of tensors already under their checkpoint names (e.g. a run the suite trained)."""
     digest = hashlib.sha256()
-    named = {checkpoint_name(k): v for k, v in module.state_dict().items()}
     for key, tensor in sorted(named.items()):
         if not tensor.is_floating_point():
             continue

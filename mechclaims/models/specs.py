@@ -12,8 +12,9 @@ anything loads, with a one-line MechclaimsError naming the fix) and `boot(spec) 
 whose specs can name several models (a family) also has `members(spec) -> [member spec]`, and a kind with work
 that pays to do for many specs at once (training the suite's own models in parallel) has
 `prepare(specs, processes)`. A kind that can name the files a spec loads from has `sources(spec) -> [Path] | None`
-(`identity`: a model whose files have not changed need not load when its measurements are cached).
-A new kind of model (the suite's own trained models, say) is one more module and one more KINDS entry,
+(`identity`: a model whose files have not changed need not load when its measurements are cached); a kind
+whose models the suite trains itself has `recipe(spec) -> str`, what made the model (baselines compare a retrained
+model by it). A new kind of model (the suite's own trained models, say) is one more module and one more KINDS entry,
 written `<kind>:<argument>`.
 """
 
@@ -183,6 +184,13 @@ def prepare(parsed: list[Spec], processes: int) -> None:
         ready = getattr(KINDS[kind], "prepare", None)
         if same and ready is not None:
             ready(same, processes)
+
+
+def recipe(spec: Spec) -> str | None:
+    """What made a model the suite trains itself (its kind's `recipe`), by which a retrained model with other weight
+    bits is still the same model; None for every other kind."""
+    made = getattr(KINDS[spec.kind], "recipe", None)
+    return None if made is None else made(spec)
 
 
 def sources(spec: Spec) -> list[Path] | None:

@@ -3,8 +3,9 @@
 L the sorted-half cross-entropy on training batches.
 
 devinterp deep-copies the model for every chain. TransformerLens's native bridge does not survive that after a
-forward pass, so the sampler runs on `SortingLogits`, the same one-layer attention-only function written as a
-plain torch module over the checkpoint's tensors (tests check its logits against the bridge's).
+forward pass, so the sampler runs on `SortingLogits` (mechclaims.training.sorting_model), the same one-layer
+attention-only function written as a plain torch module over the checkpoint's tensors (tests check its logits
+against the bridge's).
 """
 
 from __future__ import annotations
@@ -18,36 +19,10 @@ import numpy as np
 import torch
 
 from mechclaims.errors import MechclaimsError
+from mechclaims.training.sorting_model import SortingLogits
 
 SAMPLING_BATCHES = 32
 """The SGLD data: the first SAMPLING_BATCHES training batches of the run (mechclaims.training.sorting.batch_at)."""
-
-
-class SortingLogits(torch.nn.Module):
-    """Logits of the sorting model: x = W_E[ids] + W_pos, x += attention (causal, 1/sqrt(d_head)), logits = x W_U^T
-    + b_U, from the checkpoint's tensors under their checkpoint names."""
-
-    def __init__(self, tensors: dict[str, torch.Tensor], heads: int) -> None:
-        super().__init__()
-        self.heads = heads
-        self.weights = torch.nn.ParameterDict({name.replace(".", "_"): torch.nn.Parameter(value.detach().clone())
-                                               for name, value in tensors.items()})
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        w = self.weights
-        x = torch.nn.functional.embedding(ids, w["tok_embed_weight"]) + w["pos_weight"][: ids.shape[1]]
-        batch, length, width = x.shape
-        d_head = width // self.heads
-
-        def heads_of(name: str) -> torch.Tensor:
-            projected = x @ w[f"layers_0_attn_{name}_weight"].T + w[f"layers_0_attn_{name}_bias"]
-            return projected.view(batch, length, self.heads, d_head).transpose(1, 2)
-
-        scores = heads_of("q") @ heads_of("k").transpose(-1, -2) / d_head**0.5
-        scores = scores.masked_fill(torch.ones(length, length, dtype=torch.bool).triu(1), float("-inf"))
-        mixed = (scores.softmax(dim=-1) @ heads_of("v")).transpose(1, 2).reshape(batch, length, width)
-        x = x + mixed @ w["layers_0_attn_o_weight"].T + w["layers_0_attn_o_bias"]
-        return x @ w["head_weight"].T + w["head_bias"]
 
 
 @dataclass(frozen=True)
@@ -94,7 +69,7 @@ def learning_coefficient(config: Any, tensors: dict[str, torch.Tensor],
 
     with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sampling without output_path")
-        found = llc(SortingLogits(tensors, config.heads), data, {}, lr=settings.lr, n_beta=settings.n_beta,
+        found = llc(SortingLogits(tensors, config.heads, config.layernorm), data, {}, lr=settings.lr, n_beta=settings.n_beta,
                     localization=settings.localization, num_chains=settings.chains, num_draws=settings.draws,
                     batch_size=settings.batch, loss_fn=per_position_loss, device="cpu", init_seed=config.seed)
     return float(found["llc_mean"]), float(found["llc_std"])

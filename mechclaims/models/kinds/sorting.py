@@ -11,7 +11,10 @@ seed in the range, measured together by the claims about how often a structure a
 (`members`).
 
 The cache folder is keyed by the configuration and the code version of the training module (a change to either
-trains anew), under `<cache dir>/sorting/`. An interrupted training resumes from its last checkpoint.
+trains anew), under `<cache dir>/sorting/`. The runs a call needs train as batched families (every seed of a
+configuration, with its shuffled-target twin, as one model), on --device. An interrupted training resumes from its
+last checkpoint. `recipe` identifies a run or family by what made it (configurations, seeds, targets, training code),
+not by its weight bits, so baselines recorded on one CPU compare with runs retrained on another.
 """
 
 from __future__ import annotations
@@ -71,15 +74,32 @@ def config_of(spec: Spec) -> Any:
     return replace(config, targets="shuffled") if variant == SHUFFLED else config
 
 
+def _training_code() -> str:
+    from mechclaims.cache import code_version
+
+    return code_version("mechclaims.training.sorting")
+
+
 def run_folder(config: Any) -> Path:
     """Where the configuration's run lives: `<name>-<hash>/seed-<seed>`, the hash over the configuration (but its
     seed) and the training code's version."""
-    from mechclaims.cache import code_version, default_cache_dir
+    from mechclaims.cache import default_cache_dir
 
     settings = {key: value for key, value in config.to_json().items() if key != "seed"}
-    payload = json.dumps({"config": settings, "code": code_version("mechclaims.training.sorting")}, sort_keys=True)
+    payload = json.dumps({"config": settings, "code": _training_code()}, sort_keys=True)
     digest = hashlib.sha256(payload.encode()).hexdigest()[:16]
     return default_cache_dir() / "sorting" / f"{config.name}-{digest}" / f"seed-{config.seed}"
+
+
+def recipe(spec: Spec) -> str:
+    """sha256 over what makes the run or family: every member's configuration (seed and targets included), the
+    variant (a checkpoint step, or the final weights) and the training code's version."""
+    from mechclaims.models.specs import parse
+
+    variant = _parts(spec)[2]
+    runs = [config_of(parse(member)).to_json() for member in members(spec) or [spec.text]]
+    payload = json.dumps({"runs": runs, "variant": variant, "code": _training_code()}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
 
 
 def expanded(spec: Spec) -> list[str]:
@@ -113,7 +133,8 @@ def check(spec: Spec, probe_hub: bool) -> None:
 
 
 def prepare(specs: list[Spec], processes: int) -> None:
-    """Train every run the specs (single runs and families) need and the cache lacks, `processes` at a time."""
+    """Train every run the specs (single runs and families) need and the cache lacks, as batched families,
+    `processes` families at a time."""
     from mechclaims.models.specs import parse
     from mechclaims.training.sorting import train_many
 
