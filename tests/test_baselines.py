@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -85,6 +86,39 @@ def test_different_weights_are_reported_not_compared(tmp_path: Path) -> None:
     baseline = _baseline(tmp_path, _row(statistic=0.5))
     comparison = compare(_row(statistic=0.9), "e" * 64, baseline, tmp_path, 0.01)
     assert comparison.status == DIFFERENT_WEIGHTS and comparison.message.startswith("different weights")
+
+
+def _with_outcomes(row: Result, outcomes: dict[str, str]) -> Result:
+    from mechclaims.measurement import Measurement
+
+    return replace(row, measurement=Measurement(distribution=np.array([0.0]), statistics={},
+                                                details={"outcomes": outcomes}))
+
+
+def test_a_retrained_model_of_the_same_recipe_is_compared_statistics_and_outcomes_included(tmp_path: Path) -> None:
+    """A suite-trained family retrained on another CPU (other weight bits, the same recipe) is compared as if its
+    weights were the same; a run whose mode changed is a regression even when the fractions stay put; another
+    recipe is different weights, not compared."""
+    modes = {"sorting:ci@0": "vocabulary-splitting", "sorting:ci@1": "none"}
+    recorded = _with_outcomes(_row(statistic=0.5), modes)
+    record = _results(recorded)
+    record.models[recorded.model]["recipe"] = "r" * 64
+    update_baselines(tmp_path, record)
+    baseline = load_baseline(tmp_path, recorded.model)
+    assert baseline["recipe"] == "r" * 64 and baseline["claims"][CLAIM]["outcomes"] == modes
+    same = compare(_with_outcomes(_row(statistic=0.5), modes), "e" * 64, baseline, tmp_path, 0.0, "r" * 64)
+    assert same.status == UNCHANGED and "retrained: weights differ" in same.message
+    assert "statistics compared" in same.message
+    swapped = compare(_with_outcomes(_row(statistic=0.5), {"sorting:ci@0": "none", "sorting:ci@1": "overlapping"}),
+                      "e" * 64, baseline, tmp_path, 0.0, "r" * 64)
+    assert swapped.status == REGRESSION
+    assert "sorting:ci@0: vocabulary-splitting -> none" in swapped.message
+    assert "sorting:ci@1: none -> overlapping" in swapped.message
+    moved = compare(_with_outcomes(_row(statistic=0.7), modes), "e" * 64, baseline, tmp_path, 0.0, "r" * 64)
+    assert moved.status == REGRESSION and "statistic 0.5 -> 0.7" in moved.message
+    other = compare(_with_outcomes(_row(statistic=0.5), modes), "e" * 64, baseline, tmp_path, 0.0, "s" * 64)
+    assert other.status == DIFFERENT_WEIGHTS
+    assert compare(recorded, "e" * 64, baseline, tmp_path, 0.0).status == DIFFERENT_WEIGHTS
 
 
 def test_a_claim_missing_from_the_baseline_is_not_recorded(tmp_path: Path) -> None:

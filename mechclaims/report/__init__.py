@@ -121,6 +121,9 @@ def _detail_figures(details: dict[str, Any], null: list[float] | None, model: st
     if runs and all("mode" in run for run in runs):
         out.append({"alt": "fraction of runs in each head mode per weight decay and mean gap",
                     "uri": figures.mode_fractions(_mode_groups(runs), f"head modes on {model}")})
+    if runs and any(run.get("checkpoint_modes") for run in runs):
+        out.append({"alt": "each run's head mode at every checkpoint, with the step it settled at",
+                    "uri": figures.mode_strips(runs, f"head modes along training on {model}")})
     return out
 
 

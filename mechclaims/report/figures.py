@@ -341,14 +341,40 @@ def loss_curves(curves: dict[str, list[float]], steps: dict[str, int], title: st
     return _png_uri(figure)
 
 
+MODE_COLOURS = {"vocabulary-splitting": "#1565c0", "copy-suppression": "#6a1b9a", "overlapping": "#ef6c00",
+                "none": "#9e9e9e"}
+
+
+@remembered
+def mode_strips(runs: list[dict[str, Any]], title: str) -> str:
+    """A strip per run: its head mode at every saved checkpoint (coloured as in `mode_fractions`), a black tick at
+    the step it settled at and a dashed line where it had to settle by (75% of training)."""
+    shown = [run for run in runs if run.get("checkpoint_modes")][:12]
+    figure, axes = plt.subplots(figsize=(7, 0.8 + 0.3 * len(shown)))
+    for row, run in enumerate(shown):
+        steps = [int(step) for step, _ in run["checkpoint_modes"]]
+        width = steps[0] if len(steps) == 1 else steps[1] - steps[0]
+        for step, mode in run["checkpoint_modes"]:
+            axes.barh(row, width, left=int(step) - width, color=MODE_COLOURS.get(mode, "#000000"), height=0.8)
+        if run.get("settled_step") is not None:
+            axes.plot([run["settled_step"] - width] * 2, [row - 0.45, row + 0.45], color="black", linewidth=2)
+        axes.axvline(run["settle_by"], color="black", linestyle="--", linewidth=0.8)
+    axes.set_yticks(range(len(shown)), [run["model"] for run in shown], fontsize=6)
+    axes.invert_yaxis()
+    axes.set_xlabel("training step (tick: settled from here; dashed: must settle by)", fontsize=8)
+    axes.set_title(title, fontsize=9)
+    for mode, colour in MODE_COLOURS.items():
+        axes.barh(0, 0, color=colour, label=mode)
+    axes.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1, 1))
+    return _png_uri(figure)
+
+
 @remembered
 def mode_fractions(groups: dict[str, dict[str, float]], title: str) -> str:
     """Stacked bars: the fraction of runs in each head mode, per group of runs (weight decay, mean gap)."""
     figure, axes = plt.subplots(figsize=(1.6 + 1.3 * len(groups), 3))
     bottom = np.zeros(len(groups))
-    colours = {"vocabulary-splitting": "#1565c0", "copy-suppression": "#6a1b9a", "overlapping": "#ef6c00",
-               "none": "#9e9e9e"}
-    for mode, colour in colours.items():
+    for mode, colour in MODE_COLOURS.items():
         heights = np.array([fractions.get(mode, 0.0) for fractions in groups.values()])
         axes.bar(range(len(groups)), heights, bottom=bottom, color=colour, label=mode)
         bottom += heights

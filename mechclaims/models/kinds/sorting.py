@@ -74,19 +74,32 @@ def config_of(spec: Spec) -> Any:
     return replace(config, targets="shuffled") if variant == SHUFFLED else config
 
 
-def _training_code() -> str:
-    from mechclaims.cache import code_version
+TRAINING_CODE = ("mechclaims.training.sorting", "mechclaims.training.sorting_model", "mechclaims.metrics.list_sorting")
+"""The modules whose code makes a run: its training loop, its model, and the classifier of the modes it records."""
+LIBRARIES = ("torch", "transformer-lens")
+"""... and the libraries that draw its initialisation and compute its steps (a cached run is retrained when they
+change; a recipe leaves them out, so a run retrained under another version is still the same run)."""
 
-    return code_version("mechclaims.training.sorting")
+
+def _training_code() -> str:
+    """The package version plus a hash over the source of the TRAINING_CODE modules."""
+    from mechclaims import __version__
+    from mechclaims.cache import source_hash
+
+    digest = hashlib.sha256("".join(source_hash(name) for name in TRAINING_CODE).encode()).hexdigest()
+    return f"{__version__}+{digest[:12]}"
 
 
 def run_folder(config: Any) -> Path:
     """Where the configuration's run lives: `<name>-<hash>/seed-<seed>`, the hash over the configuration (but its
-    seed) and the training code's version."""
+    seed), the training code's version and the versions of LIBRARIES."""
+    import importlib.metadata
+
     from mechclaims.cache import default_cache_dir
 
     settings = {key: value for key, value in config.to_json().items() if key != "seed"}
-    payload = json.dumps({"config": settings, "code": _training_code()}, sort_keys=True)
+    versions = {name: importlib.metadata.version(name) for name in LIBRARIES}
+    payload = json.dumps({"config": settings, "code": _training_code(), "libraries": versions}, sort_keys=True)
     digest = hashlib.sha256(payload.encode()).hexdigest()[:16]
     return default_cache_dir() / "sorting" / f"{config.name}-{digest}" / f"seed-{config.seed}"
 
