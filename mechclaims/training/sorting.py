@@ -403,25 +403,34 @@ def train(config: SortingConfig, folder: Path, progress: bool = True, stop_after
     return train_family([(config, Path(folder))], progress, stop_after, device)[0]
 
 
+def initial_weights(config: SortingConfig) -> dict[str, torch.Tensor]:
+    """A run's seeded initialisation: the native model's initial tensors under their checkpoint names."""
+    return _weights(boot(config).original_model)
+
+
 def train_family(runs: list[tuple[SortingConfig, Path]], progress: bool = True, stop_after: int | None = None,
-                 device: str | torch.device = "cpu") -> list[TrainingRecord | None]:
+                 device: str | torch.device = "cpu",
+                 initial: list[dict[str, torch.Tensor]] | None = None) -> list[TrainingRecord | None]:
     """Train runs that differ only in seed and targets as one batched model on `device`, each into its folder
     (model.safetensors and training.json when done), resuming from the last checkpoint every unfinished run holds,
     with a progress bar on a terminal. `stop_after` ends training after that many steps of this call, as an
-    interruption would (None is returned for the unfinished runs); a finished folder is read, not retrained."""
+    interruption would (None is returned for the unfinished runs); a finished folder is read, not retrained.
+    `initial`: each run's `initial_weights`, where the caller has them (train_many boots them in its own process,
+    which has TransformerLens imported, so a worker process need not import it)."""
     runs = [(config, Path(folder)) for config, folder in runs]
     settings = {json.dumps(config.family_settings(), sort_keys=True) for config, _ in runs}
     if len(settings) > 1:
         raise MechclaimsError(f"a batched family's runs must differ only in {' and '.join(PER_RUN)}: "
                               f"{', '.join(sorted({config.name for config, _ in runs}))} do not")
-    pending = []
-    for config, folder in runs:
+    pending, starts = [], []
+    for index, (config, folder) in enumerate(runs):
         folder.mkdir(parents=True, exist_ok=True)
         if not finished(folder):
             pending.append((config, folder))
+            starts.append(initial[index] if initial is not None else None)
     if pending:
         with _one_thread():
-            _trained(pending, progress, stop_after, torch.device(device))
+            _trained(pending, starts, progress, stop_after, torch.device(device))
     return [read_record(folder) if finished(folder) else None for _, folder in runs]
 
 
@@ -437,7 +446,8 @@ def _check_checkpoint(config: SortingConfig, folder: Path, path: Path) -> dict[s
 class _Family:
     """The runs of `_trained` stacked: the model, its AdamW, and each run's losses, modes and resumed steps."""
 
-    def __init__(self, pending: list[tuple[SortingConfig, Path]], device: torch.device) -> None:
+    def __init__(self, pending: list[tuple[SortingConfig, Path]], starts: list[dict[str, torch.Tensor] | None],
+                 device: torch.device) -> None:
         self.configs = [config for config, _ in pending]
         self.folders = [folder for _, folder in pending]
         first = self.configs[0]
@@ -446,7 +456,7 @@ class _Family:
         states = [_check_checkpoint(c, f, f / f"checkpoint-{self.start}") if self.start else None
                   for c, f in pending]
         tensors = [load_file(str(f / f"checkpoint-{self.start}" / MODEL_FILE)) if self.start else
-                   _weights(boot(c).original_model) for c, f in pending]
+                   start if start is not None else initial_weights(c) for (c, f), start in zip(pending, starts)]
         self.model = SortingStack(tensors, first.heads, first.layernorm).to(device)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=first.learning_rate,
                                            weight_decay=first.weight_decay)
@@ -499,11 +509,12 @@ class _Family:
                 raise
 
     def finish(self) -> None:
-        """Each run's final weights and training record, atomically."""
+        """Each run's final weights and training record (its held-out accuracy the last checkpoint's), atomically."""
         from mechclaims.models.model import tensors_fingerprint
 
-        for run, (config, folder, accuracy) in enumerate(zip(self.configs, self.folders, self.accuracies())):
+        for run, (config, folder) in enumerate(zip(self.configs, self.folders)):
             tensors = self.model.run_tensors(run)
+            accuracy = self.modes[run][-1].held_out_accuracy  # the last checkpoint is the final step
             record = TrainingRecord(config, self.losses[run], accuracy, self.resumed[run], self.modes[run],
                                     tensors_fingerprint(tensors, f"sorting:{config.name}@{config.seed}"))
             save_file(tensors, str(folder / f".{MODEL_FILE}.tmp"))
@@ -516,10 +527,10 @@ def learning_rate_at(config: SortingConfig, step: int) -> float:
     return config.learning_rate * (1.0 - step / config.steps if config.schedule == "linear" else 1.0)
 
 
-def _trained(pending: list[tuple[SortingConfig, Path]], progress: bool, stop_after: int | None,
-             device: torch.device) -> None:
+def _trained(pending: list[tuple[SortingConfig, Path]], starts: list[dict[str, torch.Tensor] | None], progress: bool,
+             stop_after: int | None, device: torch.device) -> None:
     """`train_family`'s loop over the unfinished runs, from their last common checkpoint."""
-    family = _Family(pending, device)
+    family = _Family(pending, starts, device)
     first = family.configs[0]
     last = first.steps if stop_after is None else min(first.steps, family.start + stop_after)
     label = f"sorting:{first.name}@{','.join(str(c.seed) + ('/shuffled' if c.targets == 'shuffled' else '') for c in family.configs)}"
@@ -558,8 +569,9 @@ def families(runs: list[tuple[SortingConfig, Path]]) -> list[list[tuple[SortingC
     return list(groups.values())
 
 
-def _train_family_quietly(runs: list[tuple[SortingConfig, Path]], device: str) -> None:
-    train_family(runs, progress=False, device=device)
+def _train_family_quietly(runs: list[tuple[SortingConfig, Path]], device: str,
+                          initial: list[dict[str, torch.Tensor]]) -> None:
+    train_family(runs, progress=False, device=device, initial=initial)
 
 
 def train_many(runs: list[tuple[SortingConfig, Path]], processes: int, device: str | None = None) -> None:
@@ -581,6 +593,8 @@ def train_many(runs: list[tuple[SortingConfig, Path]], processes: int, device: s
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool, \
             tqdm(total=len(groups), desc=f"training {len(groups)} sorting families in {workers} processes",
                  unit="family", disable=None) as bar:
-        for done in [pool.submit(_train_family_quietly, group, where) for group in groups]:
+        submitted = [pool.submit(_train_family_quietly, group, where, [initial_weights(c) for c, _ in group])
+                     for group in groups]
+        for done in submitted:
             done.result()
             bar.update(1)

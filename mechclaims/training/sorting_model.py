@@ -48,10 +48,10 @@ class SortingStack(torch.nn.Module):
         return {name: self.tensor(name)[run].detach().cpu().clone().contiguous() for name in self.names}
 
     def _norm(self, x: torch.Tensor, prefix: str) -> torch.Tensor:
+        """LayerNorm with each run's own weight and bias."""
         weight, bias = self.tensor(f"{prefix}.weight"), self.tensor(f"{prefix}.bias")
-        centred = x - x.mean(dim=-1, keepdim=True)
-        scaled = centred * torch.rsqrt(centred.pow(2).mean(dim=-1, keepdim=True) + LAYER_NORM_EPS)
-        return scaled * weight[:, None, None] + bias[:, None, None]
+        normalised = torch.nn.functional.layer_norm(x, x.shape[-1:], eps=LAYER_NORM_EPS)
+        return torch.addcmul(bias[:, None, None], normalised, weight[:, None, None])
 
     def _linear(self, x: torch.Tensor, prefix: str) -> torch.Tensor:
         """x [R, B, T, i] @ weight[r]^T + bias[r], as one batched product per run."""
@@ -66,7 +66,8 @@ class SortingStack(torch.nn.Module):
         for the predicting positions alone."""
         runs, batch, length = ids.shape
         embed = self.tensor("tok_embed.weight")
-        x = embed[torch.arange(runs, device=ids.device)[:, None, None], ids] + self.tensor("pos.weight")[:, None, :length]
+        one_hot = torch.nn.functional.one_hot(ids, embed.shape[1]).to(embed.dtype).view(runs, batch * length, -1)
+        x = (one_hot @ embed).view(runs, batch, length, -1) + self.tensor("pos.weight")[:, None, :length]
         h = self._norm(x, "layers.0.ln1") if self.layernorm else x
         width = x.shape[-1]
         d_head = width // self.heads
@@ -77,7 +78,9 @@ class SortingStack(torch.nn.Module):
 
         scores = split(h[:, :, first:], "q") @ split(h, "k").transpose(-1, -2) / d_head**0.5
         future = torch.arange(length, device=ids.device)[None] > torch.arange(first, length, device=ids.device)[:, None]
-        pattern = scores.masked_fill(future, float("-inf")).softmax(dim=-1)
+        scores = scores.masked_fill(future, float("-inf"))
+        weights = torch.exp(scores - scores.amax(dim=-1, keepdim=True))
+        pattern = weights / weights.sum(dim=-1, keepdim=True)
         mixed = (pattern @ split(h, "v")).transpose(1, 2).reshape(runs, batch, length - first, width)
         x = x[:, :, first:] + self._linear(mixed, "layers.0.attn.o")
         if self.layernorm:
