@@ -82,7 +82,8 @@ def _history(model: Any, config: Any) -> dict[str, Any]:
 def _unsettled(runs: list[dict[str, Any]]) -> str:
     """The runs that had not settled, each with its settled step and last change of mode."""
     return "; ".join(f"{run['model']} (settled_step {run['settled_step']}, needs <= {run['settle_by']}; last mode "
-                     f"change {run['last_mode_change'] or 'none'}; {run['history']})" for run in runs if not run["settled"])
+                     f"change {run['last_mode_change'] or 'none'}; {run['history']})"
+                     for run in runs if not run["settled"])
 
 
 def _most_similar(correlation: np.ndarray | None) -> float | None:

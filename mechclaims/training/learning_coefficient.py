@@ -69,7 +69,8 @@ def learning_coefficient(config: Any, tensors: dict[str, torch.Tensor],
 
     with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sampling without output_path")
-        found = llc(SortingLogits(tensors, config.heads, config.layernorm), data, {}, lr=settings.lr, n_beta=settings.n_beta,
-                    localization=settings.localization, num_chains=settings.chains, num_draws=settings.draws,
-                    batch_size=settings.batch, loss_fn=per_position_loss, device="cpu", init_seed=config.seed)
+        found = llc(SortingLogits(tensors, config.heads, config.layernorm), data, {}, lr=settings.lr,
+                    n_beta=settings.n_beta, localization=settings.localization, num_chains=settings.chains,
+                    num_draws=settings.draws, batch_size=settings.batch, loss_fn=per_position_loss, device="cpu",
+                    init_seed=config.seed)
     return float(found["llc_mean"]), float(found["llc_std"])

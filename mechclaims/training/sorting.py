@@ -533,7 +533,8 @@ def _trained(pending: list[tuple[SortingConfig, Path]], starts: list[dict[str, t
     family = _Family(pending, starts, device)
     first = family.configs[0]
     last = first.steps if stop_after is None else min(first.steps, family.start + stop_after)
-    label = f"sorting:{first.name}@{','.join(str(c.seed) + ('/shuffled' if c.targets == 'shuffled' else '') for c in family.configs)}"
+    seeds = ",".join(f"{c.seed}{'/shuffled' if c.targets == 'shuffled' else ''}" for c in family.configs)
+    label = f"sorting:{first.name}@{seeds}"
     bar = tqdm(range(family.start, last), desc=f"training {label}", unit="step", disable=None if progress else True,
                initial=family.start, total=first.steps)
     family.model.train()
