@@ -105,8 +105,8 @@ CLAIMS = [
     _simple_modes("simple_head_modes_paper_configuration", (f"sorting:paper{SEEDS}", f"sorting:paper-wd0{SEEDS}"),
                   True, "untrained",
                   "The paper-like set-up (lists of 10 of 0-50, d_model 96, LayerNorm, 10 000 steps of 128 lists, "
-                  "linear decay): about 25 minutes per batched family of five on one core of 2 (README). Run with "
-                  "--slow-claims."),
+                  "linear decay): 13-16 minutes per batched family of five on one core, the two families in parallel "
+                  "on 2 cores (README). Run with --slow-claims."),
     Claim(
         id=f"{PAPER}.vocabulary_splitting_without_weight_decay",
         paper=PAPER,

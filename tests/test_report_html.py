@@ -152,3 +152,17 @@ def test_a_figure_drawn_before_comes_from_the_cache_folder_and_a_damaged_entry_i
     for entry in entries:
         entry.write_bytes(b"\x00garbage")
     assert figures.distribution_histogram(values, None, "cosine", 0.5) == first and len(drawn) == 4
+
+
+def test_a_family_with_checkpoint_modes_gets_a_mode_strip_per_run() -> None:
+    """The list-sorting rows carry each run's mode at every checkpoint: the report draws the strip figure for
+    them, and only for them."""
+    results = synthetic_results()
+    details = results["results"][0]["measurement"]["details"]
+    alt = "each run&#39;s head mode at every checkpoint, with the step it settled at"
+    assert alt not in render_html(results)
+    details["runs"] = [{"model": f"sorting:ci@{seed}", "mode": mode, "weight_decay": 0.1, "mean_gap": 4.167,
+                        "settled_step": settled, "settle_by": 2250,
+                        "checkpoint_modes": [[250, "none"], [500, "overlapping"], [750, mode]]}
+                       for seed, (mode, settled) in enumerate([("vocabulary-splitting", 750), ("none", None)])]
+    assert alt in render_html(results)
