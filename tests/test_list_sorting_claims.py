@@ -105,6 +105,37 @@ def test_the_shuffled_target_null_is_trained_on_shuffled_lists_and_cannot_sort(s
     assert (seconds >= SPECIALS).all()
     found = head_modes(family)
     assert found.statistics["min_accuracy"] < 0.5 and found.statistics["runs"] == 2.0
+    assert found.statistics["none"] == 1.0, "copying without sorting is no mode"
+
+
+def test_a_family_with_a_run_that_had_not_settled_is_not_applicable_naming_that_run(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two short runs that learn to sort; one's record is edited so that its mode changes at its last checkpoint
+    (after the 75% it had to settle by): the claim says N/A and names that run and the change, not the other."""
+    import json
+
+    from mechclaims.models.kinds.sorting import run_folder
+    from mechclaims.training.sorting import RECORD_FILE
+
+    short = replace(load_config("ci"), steps=400, checkpoint_every=100)
+    monkeypatch.setattr("mechclaims.training.sorting.load_config", lambda name, seed=0: replace(short, seed=seed))
+    family = settings.models.get("sorting:ci@0-1")
+    settled = evaluate("urdshals2025.simple_head_modes", family, settings)
+    assert settled.verdict is not Verdict.NA, settled.reason
+    assert all(run["settled"] and run["settled_step"] <= 300 for run in settled.measurement.details["runs"])
+    path = run_folder(short.with_seed(1)) / RECORD_FILE
+    record = json.loads(path.read_text(encoding="utf-8"))
+    last = record["checkpoints"][-1]["mode"]
+    earlier = "overlapping" if last != "overlapping" else "none"
+    for checkpoint in record["checkpoints"][:-1]:
+        checkpoint["mode"] = earlier
+    path.write_text(json.dumps(record), encoding="utf-8")
+    result = evaluate("urdshals2025.simple_head_modes", family, settings)
+    assert result.verdict is Verdict.NA
+    assert "had not settled into their final mode" in result.reason
+    assert (f"sorting:ci@1 (settled_step 400, needs <= 300; last mode change step 400: {earlier} -> {last}"
+            in result.reason)
+    assert "sorting:ci@0 (" not in result.reason
 
 
 def test_splitting_without_weight_decay_needs_a_splitting_run(settings: Settings) -> None:
