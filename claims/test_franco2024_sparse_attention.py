@@ -1,4 +1,4 @@
-"""Franco & Crovella 2024, "Sparse Attention Decomposition Applied to Circuit Tracing" (CLAIMS_CATALOGUE.md,
+"""Franco & Crovella 2024, "Sparse Attention Decomposition Applied to Circuit Tracing" (docs/claims_catalogue.md,
 section 2; measurements in mechclaims/metrics/sparse_attention.py).
 
 Every head's bias-augmented Omega is decomposed on IOI prompts of our own wording (fixtures/ioi, 256 prompts,

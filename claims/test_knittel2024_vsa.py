@@ -16,7 +16,7 @@ direction (smollm2-135m: a raw mean |cos| 13x a random codebook's), every raw bu
 direction, which caps its cosine with any neuron; centring removes it, so only the centred row shows
 whether bundle structure remains beyond the shared direction, judged against the same random-targets null.
 
-Near-orthogonality claims (VSA-1, VSA-2, VSA-3 in ../shared/papers/CLAIMS_CATALOGUE.md). The
+Near-orthogonality claims (VSA-1, VSA-2, VSA-3 in docs/claims_catalogue.md). The
 paper gives no number for them ("strong diagonals with minimal artifacts" is a visual reading
 of Gram heatmaps), so every threshold here is of `suite` origin and was fixed before measuring
 any model:

@@ -1,4 +1,4 @@
-"""Singh 2023, "Analyzing Transformer Dynamics as Movement through Embedding Space" (CLAIMS_CATALOGUE.md,
+"""Singh 2023, "Analyzing Transformer Dynamics as Movement through Embedding Space" (docs/claims_catalogue.md,
 section 3; measurements in mechclaims/metrics/transformer_dynamics.py, arithmetic in embedding_space.py).
 
 The paper states its theory in its abstract and gives no experiment with numbers, so every procedure here is

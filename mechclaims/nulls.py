@@ -1,4 +1,4 @@
-"""Null baselines, in three kinds (DESIGN.md): what a claim's statistic is compared against.
+"""Null baselines, in three kinds (docs/design.md): what a claim's statistic is compared against.
 
 - Weight nulls: the same measurement on i.i.d. Gaussian weights of the same shapes, keeping the
   matrices named in `keep` (`random_targets` keeps the token vectors a search runs over). They

@@ -1,4 +1,4 @@
-"""Forward passes: the only code in mechclaims that runs a model (DESIGN.md, Layout).
+"""Forward passes: the only code in mechclaims that runs a model (docs/design.md, Layout).
 
 `activations(model, texts, names)` tokenizes the texts, runs them in memory-bounded batches through the
 model's TransformerBridge with `run_with_cache`, and returns the named hooks' activations as numpy arrays

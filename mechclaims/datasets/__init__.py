@@ -1,4 +1,4 @@
-"""Deterministic data sets built from fixtures/ (DESIGN.md, Layout): name -> Dataset, each with a fingerprint."""
+"""Deterministic data sets built from fixtures/ (docs/design.md, Layout): name -> Dataset, each with a fingerprint."""
 
 from __future__ import annotations
 

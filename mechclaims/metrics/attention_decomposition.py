@@ -1,4 +1,4 @@
-"""Sparse attention decomposition (Franco & Crovella 2024; SAD-1 to SAD-6 in CLAIMS_CATALOGUE.md, section 2).
+"""Sparse attention decomposition (Franco & Crovella 2024; SAD-1 to SAD-6 in docs/claims_catalogue.md, section 2).
 
 For a head with query and key weights W_Q, W_K [d, r] and biases b_Q, b_K [r], the pre-softmax score of
 destination i and source j is (section 2.0, bias-augmented with x~ = [x; 1])

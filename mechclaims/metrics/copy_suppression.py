@@ -1,4 +1,4 @@
-"""CS-GPT2 (CLAIMS_CATALOGUE.md section 4; McDougall et al. 2023, "Copy Suppression"): from the weights alone, how
+"""CS-GPT2 (docs/claims_catalogue.md section 4; McDougall et al. 2023, "Copy Suppression"): from the weights alone, how
 often each head's OV circuit suppresses the token it attends to. For a seeded sample S of tokens,
 OV_h = W_E[S] W_V^h W_O^h W_U[:, S]; a token is self-suppressed when its own logit is among the `bottom` smallest
 of its row (list_sorting.self_suppressed). Raw weights, no effective embedding: the catalogue's weights-only test.

@@ -1,5 +1,5 @@
 """Pure measurements for Singh 2023's view of a transformer as movement through embedding space
-(CLAIMS_CATALOGUE.md section 3): arrays in, dataclasses out. No model, no forward pass.
+(docs/claims_catalogue.md section 3): arrays in, dataclasses out. No model, no forward pass.
 
 - `category_separation` (SINGH-1): do within-category cosines exceed between-category ones (AUROC), and how
   does that compare with the same cosines under permuted category labels?

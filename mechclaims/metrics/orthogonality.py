@@ -1,4 +1,4 @@
-"""Near-orthogonality of weight vectors (Knittel et al. 2024, VSA-1/2/3 in CLAIMS_CATALOGUE.md).
+"""Near-orthogonality of weight vectors (Knittel et al. 2024, VSA-1/2/3 in docs/claims_catalogue.md).
 
 For unit vectors x_i, the cosine Gram matrix C = X X^T is computed in row blocks of its upper
 triangle, so a vocabulary of 50k tokens never materialises a 50k x 50k matrix. The null is

@@ -1,4 +1,4 @@
-"""The sparse-attention claims' measurements (Franco & Crovella 2024, CLAIMS_CATALOGUE.md section 2): prompts
+"""The sparse-attention claims' measurements (Franco & Crovella 2024, docs/claims_catalogue.md section 2): prompts
 through a Source's forward pass, every head's scores decomposed (attention_decomposition), then one
 Measurement per claim.
 

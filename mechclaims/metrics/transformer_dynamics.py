@@ -1,4 +1,4 @@
-"""The transformer-dynamics claims' measurements (Singh 2023, CLAIMS_CATALOGUE.md section 3): a Source's weights
+"""The transformer-dynamics claims' measurements (Singh 2023, docs/claims_catalogue.md section 3): a Source's weights
 and forward passes in, one Measurement per claim out; the arithmetic is in embedding_space.
 
 The natural-text claims (SINGH-2, SINGH-3) read one forward pass per model and data set, shared within the

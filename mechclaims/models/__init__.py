@@ -1,4 +1,4 @@
-"""Model specs -> Model (DESIGN.md, Models)."""
+"""Model specs -> Model (docs/design.md, Models)."""
 
 from mechclaims.models.controls import GaussianNull
 from mechclaims.models.kinds.bundled import BUNDLED

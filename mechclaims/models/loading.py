@@ -37,7 +37,7 @@ def check_spec(spec: str, probe_hub: bool = True) -> None:
 
 
 def load_model(spec: str, remember: bool = True) -> Model:
-    """Load a model spec (see DESIGN.md, Models); raises MechclaimsError with a one-line fix. The caller's
+    """Load a model spec (see docs/design.md, Models); raises MechclaimsError with a one-line fix. The caller's
     torch random state is left as it was. With `remember`, a model whose identity the cache folder holds for its
     files as they are now is not loaded until its bridge is read (`models.identity`), and one loaded is
     remembered."""

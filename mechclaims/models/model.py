@@ -26,7 +26,7 @@ ENCODER_MODEL_TYPES = frozenset(
 
 @dataclass(frozen=True)
 class Capabilities:
-    """What a claim may ask of an architecture (DESIGN.md, Models). An attention-only model has
+    """What a claim may ask of an architecture (docs/design.md, Models). An attention-only model has
     `has_mlp` False and `d_mlp` 0; `norm` "none" means no normalisation layers at all."""
 
     architecture: str

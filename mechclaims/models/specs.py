@@ -1,4 +1,4 @@
-"""The model-spec grammar, read in one place into a typed Spec, and the table of spec kinds (DESIGN.md, Models).
+"""The model-spec grammar, read in one place into a typed Spec, and the table of spec kinds (docs/design.md, Models).
 
     spec := "random" ["@" seed] ":" base | base
     base := "auto" | kind ":" argument | a bundled name | a folder path | a Hugging Face name ["@" revision]
