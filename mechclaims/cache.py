@@ -17,7 +17,7 @@ import os
 import shutil
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import platformdirs
 
@@ -84,12 +84,16 @@ def source_hash(module_name: str) -> str:
     return hashlib.sha256((_module_source(module_name) or "").encode()).hexdigest()
 
 
+def modules_version(names: Iterable[str]) -> str:
+    """The package version plus one hash over the source of the named modules, in the order given."""
+    digest = hashlib.sha256("".join(source_hash(name) for name in names).encode()).hexdigest()
+    return f"{__version__}+{digest[:12]}"
+
+
 def code_version(*roots: str) -> str:
     """The package version plus one hash over every module the roots import, found by following their
     imports (so a change anywhere a measurement reads makes new cache keys)."""
-    names = sorted({module for root in roots for module in module_closure(root)})
-    digest = hashlib.sha256("".join(source_hash(name) for name in names).encode()).hexdigest()
-    return f"{__version__}+{digest[:12]}"
+    return modules_version(sorted({module for root in roots for module in module_closure(root)}))
 
 
 def cache_key(fingerprint: str, measure: Callable[..., Any], params: dict[str, Any], role: str,

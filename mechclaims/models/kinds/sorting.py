@@ -83,11 +83,9 @@ change; a recipe leaves them out, so a run retrained under another version is st
 
 def _training_code() -> str:
     """The package version plus a hash over the source of the TRAINING_CODE modules."""
-    from mechclaims import __version__
-    from mechclaims.cache import source_hash
+    from mechclaims.cache import modules_version
 
-    digest = hashlib.sha256("".join(source_hash(name) for name in TRAINING_CODE).encode()).hexdigest()
-    return f"{__version__}+{digest[:12]}"
+    return modules_version(TRAINING_CODE)
 
 
 def run_folder(config: Any) -> Path:
