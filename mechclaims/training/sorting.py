@@ -40,7 +40,7 @@ from mechclaims.atomic import atomic_write_text
 from mechclaims.datasets.base import fixtures_dir
 from mechclaims.errors import MechclaimsError
 from mechclaims.metrics.list_sorting import HeadModes, classify_heads, ov_circuits, qk_circuits, settled_index
-from mechclaims.training.sorting_model import SortingStack
+from mechclaims.training.sorting_model import LAYER_NORM_EPS, SortingStack
 
 CONFIGS = "sorting"
 """fixtures/sorting/<name>.json: one SortingConfig each."""
@@ -144,9 +144,9 @@ class SortingConfig:
     def with_seed(self, seed: int) -> SortingConfig:
         return SortingConfig(**{**asdict(self), "seed": seed})
 
-    def family_settings(self) -> dict[str, Any]:
-        """What the runs of one batched family share: every field but the seed and the targets."""
-        return {key: value for key, value in self.to_json().items() if key not in PER_RUN}
+    def family_key(self) -> str:
+        """What the runs of one batched family share, as text: every field but the seed and the targets."""
+        return json.dumps({key: value for key, value in self.to_json().items() if key not in PER_RUN}, sort_keys=True)
 
 
 def config_names() -> list[str]:
@@ -275,8 +275,8 @@ def circuit_weights(tensors: dict[str, Any], config: SortingConfig) -> dict[str,
     embed, unembed = array["tok_embed.weight"], array["head.weight"].T
     if config.layernorm:
         centred = embed - embed.mean(axis=1, keepdims=True)
-        embed = (centred / np.sqrt((centred**2).mean(axis=1, keepdims=True) + 1e-5) * array["layers.0.ln1.weight"]
-                 + array["layers.0.ln1.bias"])
+        scale = np.sqrt((centred**2).mean(axis=1, keepdims=True) + LAYER_NORM_EPS)
+        embed = centred / scale * array["layers.0.ln1.weight"] + array["layers.0.ln1.bias"]
         unembed = array["ln_out.weight"][:, None] * unembed
     out = array["layers.0.attn.o.weight"].T.reshape(heads, d_head, config.d_model)
     if config.layernorm:
@@ -418,8 +418,7 @@ def train_family(runs: list[tuple[SortingConfig, Path]], progress: bool = True, 
     `initial`: each run's `initial_weights`, where the caller has them (train_many boots them in its own process,
     which has TransformerLens imported, so a worker process need not import it)."""
     runs = [(config, Path(folder)) for config, folder in runs]
-    settings = {json.dumps(config.family_settings(), sort_keys=True) for config, _ in runs}
-    if len(settings) > 1:
+    if len({config.family_key() for config, _ in runs}) > 1:
         raise MechclaimsError(f"a batched family's runs must differ only in {' and '.join(PER_RUN)}: "
                               f"{', '.join(sorted({config.name for config, _ in runs}))} do not")
     pending, starts = [], []
@@ -566,7 +565,7 @@ def families(runs: list[tuple[SortingConfig, Path]]) -> list[list[tuple[SortingC
     """The runs grouped into batched families: runs whose configurations differ only in seed and targets."""
     groups: dict[str, list[tuple[SortingConfig, Path]]] = {}
     for config, folder in runs:
-        groups.setdefault(json.dumps(config.family_settings(), sort_keys=True), []).append((config, Path(folder)))
+        groups.setdefault(config.family_key(), []).append((config, Path(folder)))
     return list(groups.values())
 
 
