@@ -209,7 +209,7 @@ def calibration(logits: np.ndarray, targets: np.ndarray, bins: int = ECE_BINS) -
 def self_suppressed(rows: np.ndarray, columns: np.ndarray, bottom: int) -> np.ndarray:
     """[n] booleans for the OV circuit OV = rows @ columns over n sampled tokens (rows [n, r], columns [r, n]):
     whether token i's own logit OV[i, i] is among the `bottom` smallest of its row (the head suppresses the token
-    it attends to; McDougall et al. 2023, CLAIMS_CATALOGUE.md CS-GPT2). Ties count against: a row of equal entries
+    it attends to; McDougall et al. 2023, docs/claims_catalogue.md CS-GPT2). Ties count against: a row of equal entries
     suppresses nothing."""
     circuit = np.asarray(rows, dtype=np.float64) @ np.asarray(columns, dtype=np.float64)
     own = np.diagonal(circuit)
