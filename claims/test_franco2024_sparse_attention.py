@@ -62,6 +62,11 @@ IOI = Inputs("ioi", {"n": 256, "seed": 0})
 GENERIC = Inputs("generic_text", {"n": 128})
 CAN_DO_IOI = Gate("ioi_logit_diff", ">", 0.0, "the model cannot do the IOI task (mean logit difference IO - S "
                   "at end is not positive)")
+NAME_MOVER_FIRES = Gate("end_to_io_firings", ">", 0.0, "the name mover never fires from end to IO: no V-space "
+                        "signal to read")
+SOMETHING_TO_TRACE = Gate("traced_sides", ">", 0.0, "nothing to trace: the root heads never fire from end to IO "
+                          "above layer 0, or only the embeddings carry their signals")
+SOMETHING_TO_ABLATE = Gate("edges", ">", 0.0, "nothing to ablate", explained_by="nothing_to_ablate")
 RANDOM_BASIS = MeasurementNull("basis", "random")
 SPARSE = Threshold(statistic="fraction_at_most", at=0.25, op=">=", value=0.5, origin="suite", sweep=(0.05, 0.5, 0.05))
 SIX_HEADS = "8.6,4.11,3.0,9.9,9.6,10.0"
@@ -79,6 +84,7 @@ def _gpt2_name_mover_claim(measured: str, statement: str, statistic: str, value:
         params={"head": "9.9", "expected_firings": 201.0, "expected_mean_size": 12.5},
         inputs=IOI,
         needs=frozenset({"gpt2_small"}),
+        gate=CAN_DO_IOI,
         threshold=Threshold(statistic=statistic, op="<=", value=value, origin="suite"),
         null="random_model",
         tolerance=0.05,
@@ -148,7 +154,7 @@ CLAIMS = [
         measure=sparse_attention.name_signal_auroc,
         inputs=IOI,
         needs=frozenset({"decoder", "absolute_positions"}),
-        gate=CAN_DO_IOI,
+        gate=(CAN_DO_IOI, NAME_MOVER_FIRES),
         threshold=Threshold(statistic="auroc", op=">=", value=0.9, origin="suite", sweep=(0.5, 1.0, 0.05)),
         null="random_model",
         tolerance=0.05,
@@ -163,7 +169,7 @@ CLAIMS = [
         measure=sparse_attention.traced_circuit_sparsity,
         inputs=IOI,
         needs=frozenset({"decoder"}),
-        gate=CAN_DO_IOI,
+        gate=(CAN_DO_IOI, SOMETHING_TO_TRACE),
         threshold=Threshold(statistic="fraction_at_most", at=0.1, op=">=", value=0.5, origin="suite",
                             sweep=(0.02, 0.3, 0.02)),
         null="random_model",
@@ -179,6 +185,7 @@ CLAIMS = [
         measure=sparse_attention.gpt2_circuit_edges,
         inputs=IOI,
         needs=frozenset({"gpt2_small"}),
+        gate=CAN_DO_IOI,
         threshold=Threshold(statistic="checks_met", op=">=", value=1.0, origin="suite"),
         null="random_model",
         tolerance=0.05,
@@ -193,7 +200,7 @@ CLAIMS = [
         measure=sparse_attention.signal_ablation,
         inputs=IOI,
         needs=frozenset({"decoder"}),
-        gate=CAN_DO_IOI,
+        gate=(CAN_DO_IOI, SOMETHING_TO_ABLATE),
         threshold=Threshold(statistic="relative_change", op="<=", value=-0.3, origin="suite", sweep=(-1.0, 0.0, 0.05)),
         null=MeasurementNull("control", "random"),
         tolerance=0.05,
@@ -209,7 +216,7 @@ CLAIMS = [
         measure=sparse_attention.signal_ablation,
         inputs=IOI,
         needs=frozenset({"decoder"}),
-        gate=CAN_DO_IOI,
+        gate=(CAN_DO_IOI, SOMETHING_TO_ABLATE),
         threshold=Threshold(statistic="mean_cosine", op=">=", value=0.9, origin="suite", sweep=(0.5, 1.0, 0.05)),
         null=MeasurementNull("control", "random"),
         trivial_if_null_passes=False,
@@ -247,6 +254,7 @@ CLAIMS = [
         params={"heads": SIX_HEADS, "expected": SIX_COUNTS},
         inputs=IOI,
         needs=frozenset({"gpt2_small"}),
+        gate=CAN_DO_IOI,
         threshold=Threshold(statistic="fraction_at_most", at=0.5, op=">=", value=0.8, origin="suite"),
         null="random_model",
         tolerance=0.05,

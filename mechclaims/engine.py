@@ -20,7 +20,7 @@ from mechclaims.cache import MeasurementCache, cache_key
 from mechclaims.catalogue import DEFAULT_DIR, find_claim
 from mechclaims.claim import Claim, Grid, Verdict, not_applicable
 from mechclaims.datasets import load_dataset
-from mechclaims.errors import MechclaimsError
+from mechclaims.errors import MechclaimsError, NotApplicable
 from mechclaims.measurement import Measurement
 from mechclaims.models import Model
 from mechclaims.models.family import Family
@@ -153,6 +153,8 @@ def evaluate(claim: Claim | str, subject: str | Model | Family, settings: Settin
     else:
         try:
             result = _measured(settings, claim, model, base)
+        except NotApplicable as exc:
+            result = Result(verdict=Verdict.NA, reason=str(exc), **base)
         except MechclaimsError as exc:
             result = Result(verdict=Verdict.ERROR, reason=str(exc), **base)
         except Exception as exc:  # recorded, not raised: one broken claim must not lose the run's other results

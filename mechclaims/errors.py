@@ -13,6 +13,11 @@ class MechclaimsError(Exception):
         super().__init__(" ".join(message.split()))
 
 
+class NotApplicable(MechclaimsError):
+    """A measurement finds nothing its claim is about on this model (no head fires, nothing to trace): the claim is
+    N/A with this one-line reason, not an error."""
+
+
 class MechclaimsWarning(UserWarning):
     """A one-line note of something the run repaired on its own (a damaged cache entry discarded and rebuilt)."""
 

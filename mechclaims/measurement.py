@@ -23,6 +23,18 @@ class Source(Protocol):
     def token_strings(self, ids: Any) -> list[str]: ...
 
 
+@dataclass(frozen=True)
+class KnownCircuit:
+    """The ground truth of a planted model: the edges its tracing should find ("L.H@role" upstream ->
+    downstream), and per head "L.H" the residual directions its query and key sides were built to read ([m, d]);
+    `note` says what the model's twin broke."""
+
+    edges: frozenset[tuple[str, str]]
+    key_directions: dict[str, np.ndarray]
+    query_directions: dict[str, np.ndarray]
+    note: str = ""
+
+
 def _floats(values: Any, decimals: int | None) -> list[Any]:
     array = np.asarray(values, dtype=np.float64)
     return (array if decimals is None else np.round(array, decimals)).tolist()

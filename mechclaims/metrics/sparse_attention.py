@@ -23,7 +23,7 @@ import networkx as nx
 import numpy as np
 
 from mechclaims.datasets.base import Dataset
-from mechclaims.errors import MechclaimsError
+from mechclaims.errors import MechclaimsError, NotApplicable
 from mechclaims.measurement import Measurement, Source
 from mechclaims.memo import remembered, source_key
 from mechclaims.metrics.attention_decomposition import (
@@ -55,6 +55,9 @@ ROLES = ("IO", "S1", "S2", "end")
 TRACING_SHARE = 0.7
 """Upstream heads kept per traced firing: the fewest whose contributions exceed 70% of the total (section 2.0)."""
 GRAPH_EDGES_SHOWN = 60
+UPSTREAM_FLOOR = 1e-4
+"""A side of a traced firing whose upstream heads together write less than this share of its signal (x~ . w) is
+carried by the embeddings and biases alone: it has no upstream head to keep and is left out of the kept fractions."""
 
 
 @dataclass(frozen=True)
@@ -294,7 +297,7 @@ def firing_selected_sets(source: Source, inputs: Dataset, threshold: float = 1.0
     sizes = np.concatenate([f.size for _, f in analysis.firings()])
     scored = sizes[sizes > 0]
     if len(scored) == 0:
-        raise MechclaimsError("no head fires (attention >= 0.5 off position 0 with a positive score) on these prompts")
+        raise NotApplicable("no head fires (attention >= 0.5 off position 0 with a positive score) on these prompts")
     return Measurement(
         statistics={"median_fraction": float(np.median(scored) / analysis.rank), "mean_size": float(scored.mean()),
                     "firings": float(len(scored)), "zero_score_firings": float(np.sum(sizes == 0)),
@@ -316,7 +319,7 @@ def basis_specificity(source: Source, inputs: Dataset, threshold: float = 1.0) -
     random_sizes = np.concatenate([f.size for _, f in rotated.firings()])
     keep = (sizes > 0) & (random_sizes > 0)
     if not keep.any():
-        raise MechclaimsError("no head fires (attention >= 0.5 off position 0 with a positive score) on these prompts")
+        raise NotApplicable("no head fires (attention >= 0.5 off position 0 with a positive score) on these prompts")
     mean, random_mean = float(sizes[keep].mean()), float(random_sizes[keep].mean())
     return Measurement(
         statistics={"basis_ratio": random_mean / mean, "mean_size": mean, "random_basis_mean_size": random_mean,
@@ -331,25 +334,61 @@ def singular_vector_reuse(source: Source, inputs: Dataset, threshold: float = 1.
                           min_firings: int = 20, top_fraction: float = 0.1875) -> Measurement:
     """SAD-2: per head (per head and offset under rotary positions, where the basis differs by offset) with at
     least `min_firings` firings, the share of all singular-vector uses taken by its k = top_fraction * d_head
-    most-used vectors, over the uniform share k / d_head (the paper's 12 of 64)."""
+    most-used vectors, over the uniform share k / d_head (the paper's 12 of 64). On a planted model, whether each
+    circuit head's planted query and key directions lie in the span of its k most-used vectors."""
     analysis = _analysis(source, inputs, threshold, basis)
     k = max(1, round(top_fraction * analysis.rank))
-    ratios, labels = [], []
+    ratios, labels, planted = [], [], {}
     for layer, firings in analysis.firings():
         for head, offset in sorted(set(zip(firings.head.tolist(), firings.offset.tolist()))):
             chosen = (firings.head == head) & (firings.offset == offset) & (firings.size > 0)
             if chosen.sum() >= min_firings:
                 ratios.append(usage_share(firings.selected[chosen], k) / (k / analysis.rank))
+                if basis == "singular":
+                    top = np.argsort(-firings.selected[chosen].sum(axis=0), kind="stable")[:k]
+                    found = _planted_directions(source, analysis, layer, head, top)
+                    if found:
+                        planted[_label(layer, head)] = found
                 labels.append(_label(layer, head) if len(analysis.layers[layer].svd.s[0]) == 1
                               else f"{_label(layer, head)}@{analysis.layers[layer].svd.offsets[offset]}")
     if not ratios:
-        raise MechclaimsError(f"no head fires {min_firings} times on these prompts: lower min_firings or add prompts")
+        raise NotApplicable(f"no head fires {min_firings} times on these prompts: lower min_firings or add prompts")
     return Measurement(
         statistics={"median_ratio": float(np.median(ratios)), "groups": float(len(ratios)), **_task_statistics(analysis)},
         distribution=np.array(ratios),
         distribution_label=f"top-{k} share of singular-vector uses over uniform ({k}/{analysis.rank}), per head",
-        details={"groups": labels[:50], "top": k, "basis": basis, "sv_use": _sv_use(analysis), **_task_details(analysis)},
+        details={"groups": labels[:50], "top": k, "basis": basis, "sv_use": _sv_use(analysis),
+                 **({"planted_directions_in_top": planted} if planted else {}), **_task_details(analysis)},
     )
+
+
+PLANTED_SPAN = 0.9
+"""A planted direction is among some singular vectors when their span holds at least 90% of its norm."""
+
+
+def _spans(vectors: np.ndarray, directions: np.ndarray) -> bool:
+    """Whether every row of directions [m, d] lies (to PLANTED_SPAN) in the span of the residual parts of
+    vectors [d+1, k]."""
+    basis, _ = np.linalg.qr(vectors[:-1])
+    units = directions / np.linalg.norm(directions, axis=1, keepdims=True)
+    return bool(np.all(np.linalg.norm(units @ basis, axis=1) >= PLANTED_SPAN))
+
+
+def _planted_directions(source: Source, analysis: Analysis, layer: int, head: int,
+                        chosen: np.ndarray) -> dict[str, bool]:
+    """For a planted model: whether the directions head `layer.head` was built to read on its query and key sides
+    lie in the span of its singular vectors `chosen` (left for the query, right for the key); {} otherwise."""
+    known = getattr(source, "known_circuit", None)
+    label = _label(layer, head)
+    if known is None or len(chosen) == 0:
+        return {}
+    svd = analysis.layers[layer].svd
+    out = {}
+    if label in known.query_directions:
+        out["query"] = _spans(svd.left(head)[:, chosen], known.query_directions[label])
+    if label in known.key_directions:
+        out["key"] = _spans(svd.right(head)[:, chosen], known.key_directions[label])
+    return out
 
 
 def _end_to_io(analysis: Analysis) -> np.ndarray:
@@ -379,13 +418,16 @@ def _pair_firings(analysis: Analysis, layer: int, head: int, dest: str, src: str
 def name_signal_auroc(source: Source, inputs: Dataset, threshold: float = 1.0, min_share: float = 0.5) -> Measurement:
     """SAD-3: for the name-mover head (most attention end -> IO), the singular vectors its end -> IO firings use
     in at least `min_share` of them span V_s; each token's mean ||(V_s V_s^T x~)[:d]|| over its occurrences
-    (positions <= end) ranks names above the other tokens: AUROC of names vs the rest."""
+    (positions <= end) ranks names above the other tokens: AUROC of names vs the rest. `end_to_io_firings` 0 is the
+    claim's gate (no V-space signal to read); on a planted model, whether V_s holds the direction the name mover's
+    key was built to read."""
     analysis = _analysis(source, inputs, threshold, "singular")
     layer, head = _name_mover(analysis)
     view = analysis.layers[layer]
     chosen = _pair_firings(analysis, layer, head, "end", "IO")
     if len(chosen) == 0:
-        raise MechclaimsError(f"head {_label(layer, head)} never fires from end to IO: no V-space signal to read")
+        return Measurement(statistics={"end_to_io_firings": 0.0, **_task_statistics(analysis)},
+                           distribution=np.zeros(0), details={"head": _label(layer, head), **_task_details(analysis)})
     use = view.firings.selected[chosen].mean(axis=0)
     vectors = np.flatnonzero(use >= min_share)
     if len(vectors) == 0:
@@ -404,13 +446,15 @@ def name_signal_auroc(source: Source, inputs: Dataset, threshold: float = 1.0, m
     if is_name.all() or not is_name.any():
         raise MechclaimsError("the IOI prompts need both name and non-name tokens for SAD-3")
     strings = source.token_strings(unique[np.argsort(-means)][:15])
+    planted = _planted_directions(source, analysis, layer, head, vectors)
     return Measurement(
         statistics={"auroc": auroc(means[is_name], means[~is_name]), "vectors": float(len(vectors)),
-                    **_task_statistics(analysis)},
+                    "end_to_io_firings": float(len(chosen)), **_task_statistics(analysis)},
         distribution=means,
         distribution_label=f"mean V-space signal norm of head {_label(layer, head)} per distinct token",
         details={"head": _label(layer, head), "singular_vectors": vectors.tolist(), "top_tokens": strings,
-                 "end_to_io_firings": int(len(chosen)), **_task_details(analysis)},
+                 **({"planted_key_direction_selected": planted["key"]} if "key" in planted else {}),
+                 **_task_details(analysis)},
     )
 
 
@@ -491,6 +535,7 @@ class Trace:
     graph: nx.DiGraph
     kept_fraction: np.ndarray
     roots: tuple[str, ...]
+    embedding_only_sides: int = 0
 
 
 def _role(analysis: Analysis, prompt: int, position: int) -> str:
@@ -515,6 +560,14 @@ def _upstream_table(source: Source, analysis: Analysis, layer: int, vectors: np.
                            for up in range(layer)], axis=1)
 
 
+def _carried(analysis: Analysis, layer: int, table: np.ndarray, vectors: np.ndarray, prompts: np.ndarray,
+             positions: np.ndarray) -> np.ndarray:
+    """[F] bool: the upstream heads write at least UPSTREAM_FLOOR of each firing's signal x~ . w on this side."""
+    x = analysis.layers[layer].residual[prompts, positions].astype(np.float64)
+    signal = np.abs(np.einsum("fd,fd->f", x, vectors[:, :-1]) + vectors[:, -1])
+    return np.abs(table).sum(axis=1) >= UPSTREAM_FLOOR * signal
+
+
 def trace(source: Source, analysis: Analysis, roots: list[tuple[int, int]], share: float = TRACING_SHARE) -> Trace:
     """Trace from the roots' end -> IO firings down through every layer: for each traced firing, the upstream
     heads whose writes along its signal directions (signal_vectors) make up `share` of the total, per side;
@@ -526,6 +579,7 @@ def trace(source: Source, analysis: Analysis, roots: list[tuple[int, int]], shar
         traced[layer].update(_pair_firings(analysis, layer, head, "end", "IO").tolist())
     contributions: dict[tuple[str, str, str], dict[int, float]] = {}
     kept_fractions = []
+    embedding_only = 0
     firing_at: list[dict[tuple[int, int, int], list[int]]] = []
     for view in analysis.layers:
         index: dict[tuple[int, int, int], list[int]] = {}
@@ -541,8 +595,11 @@ def trace(source: Source, analysis: Analysis, roots: list[tuple[int, int]], shar
         dest_vectors, src_vectors = signal_vectors(view.svd, view.residual, sub)
         for side, vectors, positions in (("dest", dest_vectors, sub.dest), ("src", src_vectors, sub.source)):
             table = _upstream_table(source, analysis, layer, vectors, sub.prompt, positions)
+            carried = _carried(analysis, layer, table, vectors, sub.prompt, positions)
+            embedding_only += int((~carried).sum())
             sizes, kept = selected_sets(table, share)
-            kept_fractions.append(sizes / table.shape[1])
+            kept &= carried[:, None]
+            kept_fractions.append(sizes[carried] / table.shape[1])
             for f, column in zip(*np.nonzero(kept)):
                 up, up_head = divmod(int(column), caps.n_heads)
                 prompt, position = int(sub.prompt[f]), int(positions[f])
@@ -560,31 +617,52 @@ def trace(source: Source, analysis: Analysis, roots: list[tuple[int, int]], shar
     for node in graph.nodes:
         graph.nodes[node]["layer"] = int(node.split(".")[0])
     fractions = np.concatenate(kept_fractions) if kept_fractions else np.zeros(0)
-    return Trace(graph, fractions, tuple(f"{_label(*root)}@end" for root in roots))
+    return Trace(graph, fractions, tuple(f"{_label(*root)}@end" for root in roots), embedding_only)
 
 
-def _graph_details(graph: nx.DiGraph) -> dict[str, Any]:
-    """The strongest edges (by prompts, then weight) as a table the report draws, and the graph's size."""
+def _graph_details(graph: nx.DiGraph, planted: frozenset[tuple[str, str]] = frozenset()) -> dict[str, Any]:
+    """The strongest edges (by prompts, then weight) as a table the report draws (each marked `planted` when it is
+    one of a planted model's known edges), and the graph's size."""
     edges = sorted(graph.edges(data=True), key=lambda e: (-e[2]["count"], -abs(e[2]["weight"])))[:GRAPH_EDGES_SHOWN]
-    return {"circuit_edges": [{"from": a, "to": b, "weight": d["weight"], "count": d["count"], "side": d["side"]}
-                              for a, b, d in edges],
+    return {"circuit_edges": [{"from": a, "to": b, "weight": d["weight"], "count": d["count"], "side": d["side"],
+                               "planted": (a, b) in planted} for a, b, d in edges],
             "graph_size": f"{graph.number_of_nodes()} nodes, {graph.number_of_edges()} edges"}
+
+
+def _planted_scores(source: Source, graph: nx.DiGraph) -> dict[str, Any]:
+    """Against a planted model's known circuit: the share of its edges the tracing found (recall) and of the found
+    edges that are planted (precision), with the planted edges it missed; nothing for other models."""
+    known = getattr(source, "known_circuit", None)
+    if known is None:
+        return {}
+    found = set(graph.edges)
+    hits = found & known.edges
+    return {"planted_edge_recall": len(hits) / len(known.edges),
+            "planted_edge_precision": len(hits) / len(found) if found else 0.0,
+            "planted_edges_missed": sorted(f"{a} -> {b}" for a, b in known.edges - found)}
 
 
 def traced_circuit_sparsity(source: Source, inputs: Dataset, threshold: float = 1.0, roots: int = 3) -> Measurement:
     """SAD-4 beyond GPT-2: from the `roots` heads attending most from end to IO, the fraction of upstream heads
-    each traced firing keeps (per side) to explain 70% of its signal; the traced graph goes to the report."""
+    each traced firing keeps (per side) to explain 70% of its signal; the traced graph goes to the report. A side
+    carried by the embeddings alone (UPSTREAM_FLOOR) is counted apart; `traced_sides` 0 means nothing to trace
+    (the claim's gate). On a planted model, the found edges are scored against its known circuit."""
     analysis = _analysis(source, inputs, threshold, "singular")
     traced = trace(source, analysis, _roots(analysis, roots))
-    if len(traced.kept_fraction) == 0:
-        raise MechclaimsError("the root heads never fire from end to IO above layer 0: nothing to trace")
+    planted = _planted_scores(source, traced.graph)
+    known = getattr(source, "known_circuit", None)
+    kept = traced.kept_fraction
     return Measurement(
-        statistics={"median_kept_fraction": float(np.median(traced.kept_fraction)),
-                    "nodes": float(traced.graph.number_of_nodes()), "edges": float(traced.graph.number_of_edges()),
-                    **_task_statistics(analysis)},
-        distribution=traced.kept_fraction,
+        statistics={**({"median_kept_fraction": float(np.median(kept))} if len(kept) else {}),
+                    "traced_sides": float(len(kept)), "nodes": float(traced.graph.number_of_nodes()),
+                    "edges": float(traced.graph.number_of_edges()), **_task_statistics(analysis),
+                    **{k: v for k, v in planted.items() if k != "planted_edges_missed"}},
+        distribution=kept,
         distribution_label="upstream heads kept / available, per traced firing and side",
-        details={"roots": list(traced.roots), **_graph_details(traced.graph), **_task_details(analysis)},
+        details={"roots": list(traced.roots), "embedding_only_sides": traced.embedding_only_sides,
+                 **_graph_details(traced.graph, known.edges if known else frozenset()),
+                 **({"planted_edges_missed": planted["planted_edges_missed"]} if planted else {}),
+                 **_task_details(analysis)},
     )
 
 
@@ -618,18 +696,25 @@ def signal_ablation(source: Source, inputs: Dataset, threshold: float = 1.0,
     output at IO (hook_attn_out of its layer) its projection on span(V[:, S]), the singular vectors the firing
     selected (`control` "random": as many drawn at random from the complement of S), centred where LayerNorm
     centres; statistic: mean change of the logit difference IO - S at end over its mean, on the prompts with an
-    edge. Also the cosine of each intervened output with the original."""
+    edge. Also the cosine of each intervened output with the original, and per upstream head the edges removed
+    and the mean change on the prompts they were removed from. `edges` 0 (a name mover in layer 0, or no traced
+    edge at IO) is the claims' gate: nothing to ablate."""
     analysis = _analysis(source, inputs, threshold, "singular")
     caps = source.capabilities
-    w_o = source.weights("compat").W_O
     layer, head = _name_mover(analysis)
     roots = _pair_firings(analysis, layer, head, "end", "IO")
-    traced = _src_edges(source, analysis, layer, roots)
+    traced = _src_edges(source, analysis, layer, roots) if layer > 0 and len(roots) else []
+    if not traced:
+        why = "it is in layer 0" if layer == 0 else "no upstream head carries its end -> IO firings' key signal"
+        return Measurement(statistics={"edges": 0.0, **_task_statistics(analysis)}, distribution=np.zeros(0),
+                           details={"head": _label(layer, head), "nothing_to_ablate": why, **_task_details(analysis)})
+    w_o = source.weights("compat").W_O
     view = analysis.layers[layer]
     rng = np.random.default_rng(seed)
     n, length = analysis.tokens.shape
     deltas: dict[int, np.ndarray] = {}
     cosines, affected = [], set()
+    removed_from: dict[str, set[int]] = {}
     for f, up, up_head in traced:
         prompt, io = int(view.firings.prompt[f]), int(view.firings.source[f])
         chosen = np.flatnonzero(view.firings.selected[f])
@@ -644,8 +729,7 @@ def signal_ablation(source: Source, inputs: Dataset, threshold: float = 1.0,
         cosines.append(float(np.dot(output - projected, output)
                              / max(np.linalg.norm(output - projected) * np.linalg.norm(output), 1e-12)))
         affected.add(prompt)
-    if not affected:
-        raise MechclaimsError(f"head {_label(layer, head)} has no traced incoming edge at IO: nothing to ablate")
+        removed_from.setdefault(_label(up, up_head), set()).add(prompt)
     acts = source.activations(list(analysis.texts), [], prepend_bos=False, last_logits=True, progress=False,
                               additions={f"blocks.{up}.hook_attn_out": delta for up, delta in deltas.items()})
     rows = np.array(sorted(affected))
@@ -654,24 +738,30 @@ def signal_ablation(source: Source, inputs: Dataset, threshold: float = 1.0,
     after = acts.last_logits[rows, io_ids] - acts.last_logits[rows, s_ids]
     before = analysis.logit_diff[rows]
     change = after - before
+    by_prompt = dict(zip(rows.tolist(), change.tolist()))
+    removed = [{"upstream": label, "edge": f"{label}@IO -> {_label(layer, head)}@end", "prompts": len(prompts),
+                "mean_change": float(np.mean([by_prompt[p] for p in prompts]))}
+               for label, prompts in sorted(removed_from.items(), key=lambda item: -len(item[1]))]
     return Measurement(
         statistics={"relative_change": float(change.mean() / before.mean()), "mean_change": float(change.mean()),
-                    "mean_cosine": float(np.mean(cosines)), "prompts": float(len(rows)), **_task_statistics(analysis)},
+                    "median_change": float(np.median(change)), "share_lowered": float(np.mean(change < 0)),
+                    "mean_cosine": float(np.mean(cosines)), "prompts": float(len(rows)), "edges": float(len(traced)),
+                    **_task_statistics(analysis)},
         distribution=change,
         distribution_label=f"change of the logit difference per prompt ({control} singular vectors removed)",
-        details={"head": _label(layer, head), "control": control, "edges": len(traced),
-                 "upstream_heads": sorted({_label(up, h) for _, up, h in traced}), **_task_details(analysis)},
+        details={"head": _label(layer, head), "control": control, "edges_removed": removed,
+                 "upstream_heads": sorted(removed_from), **_task_details(analysis)},
     )
 
 
 def _src_edges(source: Source, analysis: Analysis, layer: int, rows: np.ndarray) -> list[tuple[int, int, int]]:
     """(firing, upstream layer, upstream head) of every source-side edge kept into the given firings of `layer`."""
-    if layer == 0:
-        raise MechclaimsError("the name mover is in layer 0: no upstream head to trace or ablate")
     view = analysis.layers[layer]
     sub = view.firings.take(rows)
     _, src_vectors = signal_vectors(view.svd, view.residual, sub)
-    _, kept = selected_sets(_upstream_table(source, analysis, layer, src_vectors, sub.prompt, sub.source), TRACING_SHARE)
+    table = _upstream_table(source, analysis, layer, src_vectors, sub.prompt, sub.source)
+    _, kept = selected_sets(table, TRACING_SHARE)
+    kept &= _carried(analysis, layer, table, src_vectors, sub.prompt, sub.source)[:, None]
     heads = source.capabilities.n_heads
     return [(int(rows[f]), *divmod(int(column), heads)) for f, column in zip(*np.nonzero(kept))]
 

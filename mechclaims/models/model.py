@@ -321,6 +321,13 @@ class Model:
             cos, sin = module(probe, torch.arange(n_positions)[None])
         return cos[0].double().numpy(), sin[0].double().numpy()
 
+    @property
+    def known_circuit(self) -> Any:
+        """The ground truth of a planted model with a known circuit (a KnownCircuit), else None."""
+        from mechclaims.models.kinds.planted import known
+
+        return known(self.name)
+
     def single_token_id(self, text: str) -> int | None:
         """The id of `text` when the tokenizer makes it exactly one token (no special tokens) other than its
         unknown token, else None."""

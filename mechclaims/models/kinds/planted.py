@@ -11,6 +11,9 @@
 - `averaging-attention`: a GPT-2 over the generic-text words whose blocks only average the context's normalised
   embeddings (the encoding-walk claim holds by construction); its negative twin is
   `random:planted:averaging-attention`.
+- `ioi-circuit`: a four-layer attention-only GPT-2 over the IOI words that does the IOI task through a known
+  circuit (mechclaims.models.ioi_circuit); `ioi-circuit-shuffled`: the same matrices with the name mover's query
+  and key moved to a head that writes nothing, so the task fails.
 - `swapped-roles`: a GPT-2 whose MLPs mix positions and whose attention cannot (the filtering/aggregation
   claims fail).
 """
@@ -23,6 +26,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from mechclaims.errors import MechclaimsError, did_you_mean
+from mechclaims.measurement import KnownCircuit
 from mechclaims.models.controls import (
     planted_averaging_attention,
     planted_bundles,
@@ -33,6 +37,8 @@ from mechclaims.models.controls import (
     vocabulary_tokenizer,
     word_tokenizer,
 )
+
+from mechclaims.models.ioi_circuit import known_circuit, planted_ioi_circuit
 
 if TYPE_CHECKING:
     from mechclaims.models.specs import Spec
@@ -50,6 +56,17 @@ def _low_rank_head() -> tuple[Any, Any]:
     """The model over the words of the IOI data set's prompts (punctuation split off)."""
     words = _words_of("ioi")
     return planted_low_rank_head(words), vocabulary_tokenizer(words, split_punctuation=True)
+
+
+def _ioi_circuit(shuffled: bool) -> Callable[[], tuple[Any, Any]]:
+    def build() -> tuple[Any, Any]:
+        from mechclaims.datasets import load_dataset
+
+        words = _words_of("ioi")
+        names = load_dataset("ioi").names
+        return planted_ioi_circuit(words, names, shuffled), vocabulary_tokenizer(words, split_punctuation=True)
+
+    return build
 
 
 def _words_of(dataset: str) -> list[str]:
@@ -103,8 +120,23 @@ PLANTED: dict[str, Callable[[], tuple[Any, Any]]] = {
     "random-unembedding": _over_generic_text(lambda size: planted_unembedding(size, equal_norms=False), UNUSED_WORDS),
     "averaging-attention": _over_generic_text(planted_averaging_attention),
     "swapped-roles": _swapped_roles,
+    "ioi-circuit": _ioi_circuit(False),
+    "ioi-circuit-shuffled": _ioi_circuit(True),
 }
 """planted:<name> -> a builder of (hf_model, tokenizer)."""
+
+
+KNOWN_CIRCUITS: dict[str, Callable[[], KnownCircuit]] = {
+    "ioi-circuit": lambda: known_circuit(shuffled=False),
+    "ioi-circuit-shuffled": lambda: known_circuit(shuffled=True),
+}
+"""planted:<name> -> its ground truth, for the measurements that score a method against it."""
+
+
+def known(name: str) -> KnownCircuit | None:
+    """The ground truth of the model named `name` (a planted spec), else None."""
+    argument = name.removeprefix("planted:")
+    return KNOWN_CIRCUITS[argument]() if name.startswith("planted:") and argument in KNOWN_CIRCUITS else None
 
 
 def check(spec: Spec, probe_hub: bool) -> None:
