@@ -15,8 +15,10 @@ inputs, which this bridge does not split, so it is not here.
 Rotary models (beyond the paper): one Omega per offset j - i, decomposed exactly, so SAD-1 and SAD-6 run
 unchanged. SAD-2 groups firings by (head, offset), since singular vectors are only comparable within one
 offset's basis. SAD-3 needs one V-space across positions, so it is N/A on rotary models. Encoders get the
-self-check and SAD-1 (firing is defined for bidirectional attention too). The claims about the IOI task need
-a decoder, and they are N/A on a model whose mean logit difference IO - S at 'end' is <= 0.
+self-check and SAD-1 (firing is defined for bidirectional attention too). The claims about the IOI task, the
+GPT-2 numbers among them, need a decoder, and they are N/A on a model whose mean logit difference IO - S at 'end'
+is <= 0. Tracing leaves out a side of a firing that only the embeddings and biases carry (no upstream head writes
+1e-4 of its signal). The GPT-2 numbers apply only to OpenAI's GPT-2 small, recognised by its published weights.
 
 The paper gives numbers only for GPT-2 small's own heads. Every other threshold is `suite` origin, fixed
 before measuring any model:
@@ -48,6 +50,26 @@ before measuring any model:
 - GPT-2 numbers. Our prompts are not the paper's, so a count may differ by half and still match. A mean
   selected-set size may differ by a quarter (12.5 +- 3.1). At least 5 of the 6 studied heads must be within
   half of the paper's firing count.
+
+Controls (tests/test_attention_decomposition.py, tests/test_ioi_circuit_controls.py): per claim, a planted model on
+which it PASSes and one on which it does not.
+- Self-check: PASS on every model tried (planted, random, tiny GPT-2 and Llama, smollm2); a decomposition without
+  the bias row fails it (the unit test).
+- SAD-1 (sparse): PASS on `planted:ioi-circuit` (TRIVIAL there, as its random null passes too); FAIL on
+  `random:planted:low-rank-head`.
+- SAD-2 (reuse): PASS on `planted:ioi-circuit` (its heads read one or two directions; TRIVIAL, as the random basis
+  passes too), and no planted model yet on which it does not PASS: under the threshold-1 rule a head's selected
+  sets gather on its largest singular values whatever the weights (`random:planted:low-rank-head` passes, and on
+  smollm2 the random basis does). A head with equal singular values would fail it; it is not built. Details say,
+  on a planted model, whether each circuit head's planted directions are among its most-used singular vectors.
+- SAD-1 (basis-specific): PASS on `planted:low-rank-head`, FAIL on its `random:` twin and on
+  `planted:ioi-circuit-shuffled`.
+- SAD-3, SAD-4, SAD-5 (both claims), SAD-6: PASS on `planted:ioi-circuit`, with every planted edge traced
+  (`planted_edge_recall` 1.0, precision 1.0) and the logit difference destroyed by the ablation (-99%; random
+  complement directions: 0%); N/A on `planted:ioi-circuit-shuffled`, which cannot do the task (logit difference
+  -1.7; its tracing keeps one planted edge of four). No honest construction makes a claim about the task FAIL
+  rather than N/A on a model that cannot do it: the gate comes first.
+- GPT-2 numbers: N/A on every model here (only OpenAI's GPT-2 small weights qualify, and the hub is offline).
 
 Regression tolerances: 1e-4 for the self-check's error. For fractions of firings or heads, 0.01 (one in a
 hundred), except where 0.05 is stated: those are fractions of a few heads.

@@ -11,8 +11,9 @@ import enum
 import inspect
 import re
 import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Literal
 
 import numpy as np
 
@@ -131,8 +132,9 @@ REQUIREMENTS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "mlp": (lambda c: c.has_mlp, "the model has no MLP layers"),
     "normalised": (lambda c: c.norm != "none", "the model has no normalisation layers"),
     "untied": (lambda c: not c.tied_embeddings, "the model ties W_U to W_E, so W_U is W_E again"),
-    "gpt2_small": (lambda c: (c.architecture, c.n_layers, c.n_heads, c.d_model, c.d_vocab)
-                   == ("GPT2LMHeadModel", 12, 12, 768, 50257), "the paper's numbers are for GPT-2 small only"),
+    "gpt2_small": (lambda c: c.published == "openai-community/gpt2" and c.architecture == "GPT2LMHeadModel",
+                   "the paper's numbers are for OpenAI's GPT-2 small weights only (recognised by the SHA-256 of the "
+                   "published model.safetensors), not for another checkpoint of its shape"),
 }
 """Capabilities a claim may need -> (test on Capabilities, the N/A reason when it fails)."""
 

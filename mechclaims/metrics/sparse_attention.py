@@ -29,8 +29,6 @@ from mechclaims.memo import remembered, source_key
 from mechclaims.metrics.attention_decomposition import (
     Firings,
     OmegaSVD,
-    signal_vectors,
-    upstream_contributions,
     augmented,
     decompose_layer,
     identity_error,
@@ -39,7 +37,9 @@ from mechclaims.metrics.attention_decomposition import (
     random_bases,
     rotary_offset_matrices,
     selected_sets,
+    signal_vectors,
     softmax_rows,
+    upstream_contributions,
     usage_share,
 )
 from mechclaims.stats import auroc
@@ -54,7 +54,8 @@ ANALYSES_KEPT = 8
 ROLES = ("IO", "S1", "S2", "end")
 TRACING_SHARE = 0.7
 """Upstream heads kept per traced firing: the fewest whose contributions exceed 70% of the total (section 2.0)."""
-GRAPH_EDGES_SHOWN = 60
+GRAPH_EDGES_KEPT = 2000
+"""Edges of the traced graph the details keep, strongest first (the report draws the strongest and lists them all)."""
 UPSTREAM_FLOOR = 1e-4
 """A side of a traced firing whose upstream heads together write less than this share of its signal (x~ . w) is
 carried by the embeddings and biases alone: it has no upstream head to keep and is left out of the kept fractions."""
@@ -240,7 +241,7 @@ def _task_statistics(analysis: Analysis) -> dict[str, float]:
 
 
 def _task_details(analysis: Analysis) -> dict[str, Any]:
-    return {"prompts": int(len(analysis.tokens)), "dropped_words": list(analysis.dropped)}
+    return {"prompts": len(analysis.tokens), "dropped_words": list(analysis.dropped)}
 
 
 def _label(layer: int, head: int) -> str:
@@ -254,7 +255,7 @@ def _head_table(analysis: Analysis, top: int = 12) -> list[dict[str, Any]]:
         for head in np.unique(firings.head):
             sizes = firings.size[(firings.head == head) & (firings.size > 0)]
             if len(sizes):
-                rows.append({"head": _label(layer, int(head)), "firings": int(len(sizes)),
+                rows.append({"head": _label(layer, int(head)), "firings": len(sizes),
                              "mean_size": float(sizes.mean()), "median_size": float(np.median(sizes))})
     return sorted(rows, key=lambda row: -row["firings"])[:top]
 
@@ -621,9 +622,9 @@ def trace(source: Source, analysis: Analysis, roots: list[tuple[int, int]], shar
 
 
 def _graph_details(graph: nx.DiGraph, planted: frozenset[tuple[str, str]] = frozenset()) -> dict[str, Any]:
-    """The strongest edges (by prompts, then weight) as a table the report draws (each marked `planted` when it is
-    one of a planted model's known edges), and the graph's size."""
-    edges = sorted(graph.edges(data=True), key=lambda e: (-e[2]["count"], -abs(e[2]["weight"])))[:GRAPH_EDGES_SHOWN]
+    """The edges, strongest first (by prompts, then weight), as the table the report draws and lists (each marked
+    `planted` when it is one of a planted model's known edges), and the graph's size."""
+    edges = sorted(graph.edges(data=True), key=lambda e: (-e[2]["count"], -abs(e[2]["weight"])))[:GRAPH_EDGES_KEPT]
     return {"circuit_edges": [{"from": a, "to": b, "weight": d["weight"], "count": d["count"], "side": d["side"],
                                "planted": (a, b) in planted} for a, b, d in edges],
             "graph_size": f"{graph.number_of_nodes()} nodes, {graph.number_of_edges()} edges"}
@@ -766,6 +767,19 @@ def _src_edges(source: Source, analysis: Analysis, layer: int, rows: np.ndarray)
     return [(int(rows[f]), *divmod(int(column), heads)) for f, column in zip(*np.nonzero(kept))]
 
 
-__all__ = ["Analysis", "selected_sets", "decomposition_identity", "firing_selected_sets", "singular_vector_reuse",
-           "basis_specificity", "name_signal_auroc", "trace", "traced_circuit_sparsity", "gpt2_circuit_edges",
-           "signal_ablation", "task_firing_contrast", "named_head_firings", "studied_head_firings"]
+__all__ = [
+    "Analysis",
+    "basis_specificity",
+    "decomposition_identity",
+    "firing_selected_sets",
+    "gpt2_circuit_edges",
+    "name_signal_auroc",
+    "named_head_firings",
+    "selected_sets",
+    "signal_ablation",
+    "singular_vector_reuse",
+    "studied_head_firings",
+    "task_firing_contrast",
+    "trace",
+    "traced_circuit_sparsity",
+]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -66,6 +66,8 @@ def recall(spec: Spec) -> Identity | None:
     try:
         data: Any = json.loads(_path(key).read_text(encoding="utf-8"))
         capabilities = {k: v for k, v in data["capabilities"].items() if k != "grouped_kv"}
+        if set(capabilities) != {f.name for f in fields(Capabilities)}:
+            return None
         return Identity(str(data["fingerprint"]), Capabilities(**capabilities),
                         tuple(str(name) for name in data["initialised_at_load"]))
     except (OSError, ValueError, KeyError, TypeError, AttributeError):

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import copy
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
 from mechclaims.errors import MechclaimsError
+from mechclaims.models.published import PUBLISHED_ATTRIBUTE
 from mechclaims.run import Activations, activations, position_jacobians
 
 Processing = Literal["raw", "compat"]
@@ -27,7 +28,8 @@ ENCODER_MODEL_TYPES = frozenset(
 @dataclass(frozen=True)
 class Capabilities:
     """What a claim may ask of an architecture (docs/design.md, Models). An attention-only model has
-    `has_mlp` False and `d_mlp` 0; `norm` "none" means no normalisation layers at all."""
+    `has_mlp` False and `d_mlp` 0; `norm` "none" means no normalisation layers at all; `published` names the
+    published checkpoint whose files the model was loaded from, byte for byte (models.published), else ""."""
 
     architecture: str
     kind: Literal["encoder", "decoder"]
@@ -43,6 +45,7 @@ class Capabilities:
     n_heads: int
     n_kv_heads: int
     has_mlp: bool = True
+    published: str = ""
 
     @property
     def grouped_kv(self) -> bool:
@@ -180,6 +183,7 @@ def capabilities_of(bridge: Any) -> Capabilities:
         n_heads=int(cfg.n_heads),
         n_kv_heads=int(n_kv),
         has_mlp=has_mlp,
+        published=str(getattr(bridge.original_model, PUBLISHED_ATTRIBUTE, "")),
     )
 
 

@@ -93,7 +93,7 @@ def _detail_figures(details: dict[str, Any], null: list[float] | None, model: st
     (`category_cosines`)."""
     out = []
     if details.get("circuit_edges"):
-        title = f"traced circuit on {model} (strongest edges; dashed: through the key)"
+        title = f"traced circuit on {model} (dashed: through the key)"
         out.append({"alt": "traced circuit graph", "uri": figures.circuit_graph(details["circuit_edges"], title)})
     use = details.get("sv_use")
     if use and use.get("rows"):

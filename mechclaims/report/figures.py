@@ -234,27 +234,33 @@ def sweep_heatmap(grid: dict[str, Any], threshold_x: float, param_value: float |
 
 
 @remembered
-def circuit_graph(edges: list[dict[str, Any]], title: str) -> str:
-    """The traced circuit: heads ("L.H@role") placed by layer (networkx multipartite layout), edges
-    upstream -> downstream, width by the number of prompts holding them; query-side solid, key-side dashed."""
+def circuit_graph(edges: list[dict[str, Any]], title: str, drawn: int = 25) -> str:
+    """The traced circuit's `drawn` strongest edges (the list comes strongest first; a planted model's known edges
+    are always drawn, in red): heads ("L.H@role") placed by layer (networkx multipartite layout), edges upstream ->
+    downstream, width by the number of prompts holding them; query-side solid, key-side dashed. The report's table
+    below the figure lists every edge."""
     import networkx as nx
 
+    shown = edges[:drawn] + [edge for edge in edges[drawn:] if edge.get("planted")]
     graph = nx.DiGraph()
-    for edge in edges:
-        graph.add_edge(edge["from"], edge["to"], count=edge["count"], side=edge["side"])
+    for edge in shown:
+        graph.add_edge(edge["from"], edge["to"], count=edge["count"], side=edge["side"],
+                       planted=bool(edge.get("planted")))
     for node in graph.nodes:
         graph.nodes[node]["layer"] = int(str(node).split(".")[0])
     positions = nx.multipartite_layout(graph, subset_key="layer")
     figure, axes = plt.subplots(figsize=(8, 5))
-    top = max((e["count"] for e in edges), default=1)
+    top = max((e["count"] for e in shown), default=1)
     for side, style in (("dest", "solid"), ("src", "dashed")):
-        chosen = [(a, b) for a, b, d in graph.edges(data=True) if d["side"] == side]
-        widths = [0.5 + 3 * graph.edges[e]["count"] / top for e in chosen]
-        nx.draw_networkx_edges(graph, positions, edgelist=chosen, width=widths, style=style, alpha=0.6, ax=axes,
-                               arrows=True, arrowsize=8)
+        for planted, colour in ((False, "#424242"), (True, "#d32f2f")):
+            chosen = [(a, b) for a, b, d in graph.edges(data=True) if d["side"] == side and d["planted"] == planted]
+            widths = [0.5 + 3 * graph.edges[e]["count"] / top for e in chosen]
+            nx.draw_networkx_edges(graph, positions, edgelist=chosen, width=widths, style=style, alpha=0.7, ax=axes,
+                                   arrows=True, arrowsize=8, edge_color=colour)
     nx.draw_networkx_nodes(graph, positions, node_size=120, node_color="#90caf9", ax=axes)
     nx.draw_networkx_labels(graph, positions, font_size=6, ax=axes)
-    axes.set_title(title, fontsize=9)
+    planted_note = "; red: planted edges" if any(edge.get("planted") for edge in edges) else ""
+    axes.set_title(f"{title}: strongest {min(drawn, len(edges))} of {len(edges)} edges{planted_note}", fontsize=9)
     axes.axis("off")
     return _png_uri(figure)
 

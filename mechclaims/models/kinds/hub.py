@@ -12,14 +12,15 @@ import os
 import threading
 import urllib.request
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from mechclaims.errors import MechclaimsError, MechclaimsWarning, did_you_mean
 from mechclaims.models.model import INITIALISED_AT_LOAD
+from mechclaims.models.published import PUBLISHED_ATTRIBUTE, published_name
 from mechclaims.trajectories import checkpoint_folders
 
 if TYPE_CHECKING:
@@ -109,7 +110,9 @@ def boot_folder(folder: Path) -> Any:
     from transformer_lens.model_bridge import TransformerBridge
 
     checkpoint_weights(folder)
-    return TransformerBridge.boot_transformers(str(folder), hf_model=pretrained(folder), trust_remote_code=False)
+    model = pretrained(folder)
+    setattr(model, PUBLISHED_ATTRIBUTE, published_name(folder))
+    return TransformerBridge.boot_transformers(str(folder), hf_model=model, trust_remote_code=False)
 
 
 def pretrained(folder: Path, model_class: Any | None = None) -> Any:
@@ -126,8 +129,12 @@ def pretrained(folder: Path, model_class: Any | None = None) -> Any:
     from transformers import AutoConfig
 
     if model_class is None:
-        from transformer_lens.model_bridge.sources._hf_format import determine_architecture_from_hf_config
-        from transformer_lens.model_bridge.sources.transformers.helpers import get_hf_model_class_for_architecture
+        from transformer_lens.model_bridge.sources._hf_format import (
+            determine_architecture_from_hf_config,
+        )
+        from transformer_lens.model_bridge.sources.transformers.helpers import (
+            get_hf_model_class_for_architecture,
+        )
 
         config = AutoConfig.from_pretrained(folder, trust_remote_code=False)
         model_class = get_hf_model_class_for_architecture(determine_architecture_from_hf_config(config))

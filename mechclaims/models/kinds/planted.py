@@ -37,7 +37,6 @@ from mechclaims.models.controls import (
     vocabulary_tokenizer,
     word_tokenizer,
 )
-
 from mechclaims.models.ioi_circuit import known_circuit, planted_ioi_circuit
 
 if TYPE_CHECKING:
