@@ -9,8 +9,9 @@ Here: the decomposition's self-check, SAD-1 to SAD-6 and the paper's GPT-2 numbe
 per traced firing and side, the fewest upstream heads whose writes along the firing's signal directions
 exceed 70% of the total (the authors' rule). Unlike the authors' code, it credits no bias term to upstream
 heads. Interventions (SAD-5) are the paper's type A ("global"): the projection is removed from the upstream
-head's output in the residual stream. Type B ("local", on one head's input only) needs per-head query and key
-inputs, which this bridge does not split, so it is not here.
+head's output in the residual stream. Type B ("local", on the name mover's key input only) is reported beside it
+(`local_relative_change`): the bridge does not split per-head inputs, so the name mover's scores to IO are moved
+through its own Omega and its attention renormalised by hand (first order: the norm's scale at IO is held).
 
 Rotary models (beyond the paper): one Omega per offset j - i, decomposed exactly, so SAD-1 and SAD-6 run
 unchanged. SAD-2 groups firings by (head, offset), since singular vectors are only comparable within one
@@ -56,18 +57,19 @@ which it PASSes and one on which it does not.
 - Self-check: PASS on every model tried (planted, random, tiny GPT-2 and Llama, smollm2); a decomposition without
   the bias row fails it (the unit test).
 - SAD-1 (sparse): PASS on `planted:ioi-circuit` (TRIVIAL there, as its random null passes too); FAIL on
+  `planted:isotropic-head` (W_Q = W_K = identity: every score a sum over all singular vectors) and on
   `random:planted:low-rank-head`.
 - SAD-2 (reuse): PASS on `planted:ioi-circuit` (its heads read one or two directions; TRIVIAL, as the random basis
-  passes too), and no planted model yet on which it does not PASS: under the threshold-1 rule a head's selected
-  sets gather on its largest singular values whatever the weights (`random:planted:low-rank-head` passes, and on
-  smollm2 the random basis does). A head with equal singular values would fail it; it is not built. Details say,
-  on a planted model, whether each circuit head's planted directions are among its most-used singular vectors.
+  passes too); FAIL on `planted:isotropic-head`, whose equal singular values are used alike. Details say, on a
+  planted model, whether each circuit head's planted directions are among its most-used singular vectors.
 - SAD-1 (basis-specific): PASS on `planted:low-rank-head`, FAIL on its `random:` twin and on
   `planted:ioi-circuit-shuffled`.
 - SAD-3, SAD-4, SAD-5 (both claims), SAD-6: PASS on `planted:ioi-circuit`, with every planted edge traced
   (`planted_edge_recall` 1.0, precision 1.0) and the logit difference destroyed by the ablation (-99%; random
-  complement directions: 0%); N/A on `planted:ioi-circuit-shuffled`, which cannot do the task (logit difference
-  -1.7; its tracing keeps one planted edge of four). No honest construction makes a claim about the task FAIL
+  complement directions: 0%; the paper's type B intervention, on the name mover's key input alone, -99% too);
+  N/A on `planted:ioi-circuit-shuffled`, which cannot do the task (logit difference -1.7; its tracing keeps one
+  planted edge of four). SAD-6 also FAILs on `planted:isotropic-head` (its logit difference is barely positive,
+  and its one head fires alike on any text); SAD-3 to SAD-5 are N/A there (nothing fires from end to IO). No honest construction makes a claim about the task FAIL
   rather than N/A on a model that cannot do it: the gate comes first.
 - GPT-2 numbers: N/A on every model here (only OpenAI's GPT-2 small weights qualify, and the hub is offline).
 

@@ -58,6 +58,16 @@ def test_removing_the_traced_signals_destroys_the_logit_difference_and_random_di
     assert removed == {"0.0", "0.1"}
 
 
+def test_the_local_intervention_agrees_with_the_global_one_where_only_the_name_mover_reads_the_signal(
+        results: dict[tuple[str, str], Result]) -> None:
+    """Type B (the name mover's key input alone, attention renormalised by hand) against type A (a forward pass
+    with the upstream output changed): in the planted circuit no other head reads phi at IO, so they agree."""
+    statistics = results["ablating_traced_signals_lowers_logit_difference", PLANTED].measurement.statistics
+    assert statistics["local_relative_change"] == pytest.approx(statistics["relative_change"], abs=0.02)
+    assert statistics["local_share_lowered"] == 1.0
+    assert statistics["name_mover_direct_effect"] > 0, "the planted name mover writes IO's name"
+
+
 def test_the_planted_directions_are_among_the_selected_singular_vectors(results: dict[tuple[str, str], Result]) -> None:
     planted = results["heads_reuse_singular_vectors", PLANTED].measurement.details["planted_directions_in_top"]
     assert planted["3.0"] == {"query": True, "key": True} and planted["2.0"] == {"key": True}
@@ -125,3 +135,11 @@ def test_a_gpt2_number_on_a_model_that_cannot_do_ioi_is_na_with_the_gates_number
     claim = claim_by_id("franco2024.gpt2_studied_heads_firings")
     reason = claim.not_met(Measurement(statistics={"ioi_logit_diff": -0.08, "max_deviation": 0.1}))
     assert reason and "cannot do the IOI task" in reason and "-0.08" in reason
+
+
+@pytest.mark.parametrize("name", ["heads_reuse_singular_vectors", "firing_scores_sparse"])
+def test_a_head_with_equal_singular_values_neither_reuses_nor_sparsely_codes(name: str, tmp_path: Path) -> None:
+    settings = Settings(cache=MeasurementCache(tmp_path), claims_dir=CLAIMS_DIR)
+    result = evaluate(claim_by_id(f"franco2024.{name}"), "planted:isotropic-head", settings)
+    assert result.verdict is Verdict.FAIL, result.summary()
+    assert result.statistic == 0.0

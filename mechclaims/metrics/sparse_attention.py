@@ -697,8 +697,10 @@ def signal_ablation(source: Source, inputs: Dataset, threshold: float = 1.0,
     output at IO (hook_attn_out of its layer) its projection on span(V[:, S]), the singular vectors the firing
     selected (`control` "random": as many drawn at random from the complement of S), centred where LayerNorm
     centres; statistic: mean change of the logit difference IO - S at end over its mean, on the prompts with an
-    edge. Also the cosine of each intervened output with the original, and per upstream head the edges removed
-    and the mean change on the prompts they were removed from. `edges` 0 (a name mover in layer 0, or no traced
+    edge. Also the cosine of each intervened output with the original, per upstream head the edges removed and
+    the mean change on the prompts they were removed from, and `local_relative_change`: the same removal as the
+    paper's type B (local), from the name mover's key input alone (_local_ablation), and the name mover's direct
+    effect on the logit difference (_direct_effect: negative for a head that writes against IO). `edges` 0 (a name mover in layer 0, or no traced
     edge at IO) is the claims' gate: nothing to ablate."""
     analysis = _analysis(source, inputs, threshold, "singular")
     caps = source.capabilities
@@ -714,6 +716,7 @@ def signal_ablation(source: Source, inputs: Dataset, threshold: float = 1.0,
     rng = np.random.default_rng(seed)
     n, length = analysis.tokens.shape
     deltas: dict[int, np.ndarray] = {}
+    key_deltas: dict[tuple[int, int], np.ndarray] = {}
     cosines, affected = [], set()
     removed_from: dict[str, set[int]] = {}
     for f, up, up_head in traced:
@@ -727,6 +730,7 @@ def signal_ablation(source: Source, inputs: Dataset, threshold: float = 1.0,
         if caps.norm == "layernorm":
             projected -= projected.mean()
         deltas.setdefault(up, np.zeros((n, length, caps.d_model), dtype=np.float32))[prompt, io] -= projected
+        key_deltas[prompt, io] = key_deltas.get((prompt, io), 0.0) - projected / view.scale[prompt, io]
         cosines.append(float(np.dot(output - projected, output)
                              / max(np.linalg.norm(output - projected) * np.linalg.norm(output), 1e-12)))
         affected.add(prompt)
@@ -740,19 +744,81 @@ def signal_ablation(source: Source, inputs: Dataset, threshold: float = 1.0,
     before = analysis.logit_diff[rows]
     change = after - before
     by_prompt = dict(zip(rows.tolist(), change.tolist()))
+    local = _local_ablation(source, inputs, analysis, layer, head, key_deltas)[rows] - before
+    direct = _direct_effect(source, analysis, layer, head)
     removed = [{"upstream": label, "edge": f"{label}@IO -> {_label(layer, head)}@end", "prompts": len(prompts),
                 "mean_change": float(np.mean([by_prompt[p] for p in prompts]))}
                for label, prompts in sorted(removed_from.items(), key=lambda item: -len(item[1]))]
     return Measurement(
         statistics={"relative_change": float(change.mean() / before.mean()), "mean_change": float(change.mean()),
                     "median_change": float(np.median(change)), "share_lowered": float(np.mean(change < 0)),
+                    "local_relative_change": float(local.mean() / before.mean()),
+                    "local_share_lowered": float(np.mean(local < 0)),
+                    "name_mover_direct_effect": float(direct.mean()),
                     "mean_cosine": float(np.mean(cosines)), "prompts": float(len(rows)), "edges": float(len(traced)),
                     **_task_statistics(analysis)},
         distribution=change,
         distribution_label=f"change of the logit difference per prompt ({control} singular vectors removed)",
         details={"head": _label(layer, head), "control": control, "edges_removed": removed,
+                 "name_mover_writes": ("for IO over S" if direct.mean() > 0 else
+                                       "against IO (a negative name mover: less attention to IO raises the difference)"),
                  "upstream_heads": sorted(removed_from), **_task_details(analysis)},
     )
+
+
+def _direct_effect(source: Source, analysis: Analysis, layer: int, head: int) -> np.ndarray:
+    """Per prompt [n]: what head `layer.head` writes at end along W_U[:, IO] - W_U[:, S] (compat weights, the final
+    norm's gain applied where it is not folded; before the final norm's scale): positive when it moves IO's logit
+    above S's."""
+    weights = source.weights("compat")
+    rows = np.arange(len(analysis.tokens))
+    unembed = weights.W_U if weights.unembed_gain is None else weights.W_U * weights.unembed_gain[:, None]
+    direction = (unembed[:, analysis.tokens[rows, analysis.positions["IO"]]]
+                 - unembed[:, analysis.tokens[rows, analysis.positions["S1"]]]).T
+    written = analysis.layers[layer].z[rows, analysis.positions["end"], head] @ weights.W_O[layer, head]
+    return np.einsum("nd,nd->n", written.astype(np.float64), direction.astype(np.float64))
+
+
+def _omega_times(svd: OmegaSVD, head: int, offset: int, vector: np.ndarray) -> np.ndarray:
+    """Omega_(offset) [vector; 0] for head `head`, through its thin factors."""
+    o = svd.index(offset)
+    return svd.left(head, offset) @ (svd.s[head, o] * (svd.right(head, offset).T @ np.append(vector, 0.0)))
+
+
+def _local_ablation(source: Source, inputs: Dataset, analysis: Analysis, layer: int, head: int,
+                    key_deltas: dict[tuple[int, int], np.ndarray]) -> np.ndarray:
+    """The logit difference IO - S at end per prompt [n] after the paper's type B intervention: each (prompt, IO)
+    change of the normalised key input, delta~ [d], reaches head `layer.head` only. Its score from every
+    destination i >= IO to IO moves by x~_i^T Omega_(IO - i) [delta~; 0] / sqrt(d_head) (the decomposition's own
+    Omega), its attention row is renormalised (a'_ij ~ a_ij e^(ds_ij)), and the change of its output,
+    sum_j (a'_ij - a_ij) v_j W_O (values from hook_v, raw W_O), is added to the layer's attention output. To first
+    order: the norm's scale at IO is held."""
+    caps = source.capabilities
+    view = analysis.layers[layer]
+    run = remembered(_PASSES, source_key(source, inputs, None), lambda: _forward_pass(source, inputs, None), PASSES_KEPT)
+    pattern = run.acts.arrays[f"blocks.{layer}.attn.hook_pattern"][:, head].astype(np.float64)
+    values = source.activations(list(analysis.texts), [f"blocks.{layer}.attn.hook_v"], prepend_bos=False,
+                                progress=False).arrays[f"blocks.{layer}.attn.hook_v"]
+    values = values[:, :, key_heads(caps.n_heads, values.shape[2])[head]].astype(np.float64)
+    w_o = source.weights("raw").W_O[layer, head].astype(np.float64)
+    n, length = analysis.tokens.shape
+    added = np.zeros((n, length, caps.d_model), dtype=np.float32)
+    x = np.concatenate([view.residual, np.ones((n, length, 1), dtype=np.float32)], axis=2).astype(np.float64)
+    for (prompt, io), delta in key_deltas.items():
+        end = int(analysis.positions["end"][prompt])
+        targets = np.arange(io, end + 1)
+        moved = np.array([x[prompt, i] @ _omega_times(view.svd, head, io - i if view.svd.offsets else 0, delta)
+                          for i in targets]) / np.sqrt(caps.d_head)
+        rows = pattern[prompt, targets]
+        weights = rows.copy()
+        weights[:, io] *= np.exp(moved)
+        weights /= weights.sum(axis=1, keepdims=True)
+        added[prompt, targets] = ((weights - rows) @ values[prompt]) @ w_o
+    acts = source.activations(list(analysis.texts), [], prepend_bos=False, last_logits=True, progress=False,
+                              additions={f"blocks.{layer}.hook_attn_out": added})
+    rows = np.arange(n)
+    io_ids, s_ids = analysis.tokens[rows, analysis.positions["IO"]], analysis.tokens[rows, analysis.positions["S1"]]
+    return acts.last_logits[rows, io_ids] - acts.last_logits[rows, s_ids]
 
 
 def _src_edges(source: Source, analysis: Analysis, layer: int, rows: np.ndarray) -> list[tuple[int, int, int]]:

@@ -139,6 +139,26 @@ def planted_low_rank_head(words: Sequence[str], seed: int = 0, d_model: int = 64
     return model
 
 
+def planted_isotropic_head(words: Sequence[str], seed: int = 0, d_model: int = 64) -> Any:
+    """The negative control of singular-vector reuse: a one-layer, one-head GPT-2-architecture model over the
+    vocabulary `words` whose W_Q and W_K are the identity (d_head = d_model, no query or key bias), so Omega is the
+    identity on the centred residual: its singular values are all equal, each token attends mostly to itself, and
+    every such score is a sum of same-signed terms over every singular vector alike."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    config = GPT2Config(n_layer=1, n_head=1, n_embd=d_model, n_inner=4 * d_model,
+                        vocab_size=len(words) + len(SPECIALS), n_positions=64, bos_token_id=0, eos_token_id=0)
+    model = GPT2LMHeadModel(config)
+    identity = torch.eye(d_model)
+    with torch.no_grad():
+        attention = model.transformer.h[0].attn
+        attention.c_attn.weight[:, :d_model] = identity
+        attention.c_attn.weight[:, d_model:2 * d_model] = identity
+        attention.c_attn.bias[: 2 * d_model] = 0.0
+    return model
+
+
 CONCEPT_SPREAD = 0.3
 """Noise norm relative to the centre in `planted_concepts`: words of one category sit within cosine ~0.95."""
 

@@ -4,6 +4,8 @@
   twin with random directions in their place.
 - `low-rank-head`: a one-layer GPT-2 whose head 0 has a rank-2 Omega, over a word vocabulary that holds every
   IOI word (the sparse-attention claims); its negative twin is `random:planted:low-rank-head`.
+- `isotropic-head`: the same shape with W_Q = W_K = identity, so every singular value is equal and each score
+  uses every singular vector alike (singular-vector reuse fails).
 - `concept-clusters`: a GPT-2 over the token-category words whose embedding and unembedding rows cluster by
   category (the concept-space claims); `concept-clusters-shuffled`: the same rows shuffled among the words.
 - `unit-unembedding`: a GPT-2 over the generic-text words whose unembedding rows are random directions of one
@@ -31,6 +33,7 @@ from mechclaims.models.controls import (
     planted_averaging_attention,
     planted_bundles,
     planted_concepts,
+    planted_isotropic_head,
     planted_low_rank_head,
     planted_swapped_roles,
     planted_unembedding,
@@ -51,10 +54,13 @@ def _bundles(random_neurons: bool) -> Callable[[], tuple[Any, Any]]:
     return build
 
 
-def _low_rank_head() -> tuple[Any, Any]:
-    """The model over the words of the IOI data set's prompts (punctuation split off)."""
-    words = _words_of("ioi")
-    return planted_low_rank_head(words), vocabulary_tokenizer(words, split_punctuation=True)
+def _over_ioi_words(make: Callable[[list[str]], Any]) -> Callable[[], tuple[Any, Any]]:
+    """A builder of make(words) over the words of the IOI data set's prompts (punctuation split off)."""
+    def build() -> tuple[Any, Any]:
+        words = _words_of("ioi")
+        return make(words), vocabulary_tokenizer(words, split_punctuation=True)
+
+    return build
 
 
 def _ioi_circuit(shuffled: bool) -> Callable[[], tuple[Any, Any]]:
@@ -112,7 +118,8 @@ def _swapped_roles() -> tuple[Any, Any]:
 PLANTED: dict[str, Callable[[], tuple[Any, Any]]] = {
     "bundles": _bundles(False),
     "random-neurons": _bundles(True),
-    "low-rank-head": _low_rank_head,
+    "low-rank-head": _over_ioi_words(planted_low_rank_head),
+    "isotropic-head": _over_ioi_words(planted_isotropic_head),
     "concept-clusters": _concepts(False),
     "concept-clusters-shuffled": _concepts(True),
     "unit-unembedding": _over_generic_text(lambda size: planted_unembedding(size, equal_norms=True), UNUSED_WORDS),
