@@ -19,14 +19,16 @@ from mechclaims.results import Result
 from helpers import CLAIMS_DIR, claim_by_id
 
 PLANTED, TWIN = "planted:ioi-circuit", "planted:ioi-circuit-shuffled"
-TASK_CLAIMS = ("traced_circuit_is_sparse", "ablating_traced_signals_lowers_logit_difference", "ioi_heads_fire_more_on_ioi",
-               "name_mover_signal_identifies_names")
+TASK_CLAIMS = ("traced_circuit_is_sparse", "ablating_traced_signals_lowers_logit_difference", "traced_signals_are_low_norm",
+               "ioi_heads_fire_more_on_ioi", "name_mover_signal_identifies_names")
+GPT2_NUMBERS = ("gpt2_name_mover_firings", "gpt2_name_mover_selected_sets", "gpt2_studied_heads_firings",
+                "gpt2_tracing_recovers_s_inhibition")
 
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], Result]:
     settings = Settings(cache=MeasurementCache(tmp_path_factory.mktemp("cache")), claims_dir=CLAIMS_DIR)
-    names = ("decomposition_reproduces_scores", "heads_reuse_singular_vectors", *TASK_CLAIMS)
+    names = ("decomposition_reproduces_scores", "heads_reuse_singular_vectors", *TASK_CLAIMS, *GPT2_NUMBERS)
     return {(name, spec): evaluate(claim_by_id(f"franco2024.{name}"), spec, settings)
             for spec in (PLANTED, TWIN) for name in names}
 
@@ -83,6 +85,14 @@ def test_the_twin_cannot_do_the_task_so_no_task_claim_passes(results: dict[tuple
     assert "cannot do the IOI task" in result.reason and "ioi_logit_diff = -" in result.reason
 
 
+@pytest.mark.parametrize("name", GPT2_NUMBERS)
+@pytest.mark.parametrize("spec", [PLANTED, TWIN])
+def test_the_gpt2_numbers_are_na_off_openais_weights(results: dict[tuple[str, str], Result], name: str,
+                                                     spec: str) -> None:
+    result = results[name, spec]
+    assert result.verdict is Verdict.NA and "OpenAI's GPT-2 small weights only" in result.reason
+
+
 def test_the_twin_keeps_each_matrix_but_loses_the_planted_edges(results: dict[tuple[str, str], Result]) -> None:
     from mechclaims.models import load_model
 
@@ -137,8 +147,14 @@ def test_a_gpt2_number_on_a_model_that_cannot_do_ioi_is_na_with_the_gates_number
     assert reason and "cannot do the IOI task" in reason and "-0.08" in reason
 
 
-@pytest.mark.parametrize("name", ["heads_reuse_singular_vectors", "firing_scores_sparse"])
-def test_a_head_with_equal_singular_values_neither_reuses_nor_sparsely_codes(name: str, tmp_path: Path) -> None:
+def test_the_planted_heads_reuse_their_singular_vectors(results: dict[tuple[str, str], Result]) -> None:
+    """Met on the planted circuit; TRIVIAL, as the random basis meets it too (the claims module says why)."""
+    result = results["heads_reuse_singular_vectors", PLANTED]
+    assert result.verdict is Verdict.TRIVIAL and result.statistic == 1.0, result.summary()
+
+
+@pytest.mark.parametrize("name", ["heads_reuse_singular_vectors", "firing_scores_sparse", "ioi_heads_fire_more_on_ioi"])
+def test_a_head_with_equal_singular_values_fails_reuse_sparsity_and_task_firing(name: str, tmp_path: Path) -> None:
     settings = Settings(cache=MeasurementCache(tmp_path), claims_dir=CLAIMS_DIR)
     result = evaluate(claim_by_id(f"franco2024.{name}"), "planted:isotropic-head", settings)
     assert result.verdict is Verdict.FAIL, result.summary()
