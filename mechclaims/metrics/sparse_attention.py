@@ -735,16 +735,13 @@ def signal_ablation(source: Source, inputs: Dataset, threshold: float = 1.0,
                              / max(np.linalg.norm(output - projected) * np.linalg.norm(output), 1e-12)))
         affected.add(prompt)
         removed_from.setdefault(_label(up, up_head), set()).add(prompt)
-    acts = source.activations(list(analysis.texts), [], prepend_bos=False, last_logits=True, progress=False,
-                              additions={f"blocks.{up}.hook_attn_out": delta for up, delta in deltas.items()})
     rows = np.array(sorted(affected))
-    io_ids = analysis.tokens[rows, analysis.positions["IO"][rows]]
-    s_ids = analysis.tokens[rows, analysis.positions["S1"][rows]]
-    after = acts.last_logits[rows, io_ids] - acts.last_logits[rows, s_ids]
+    after = _logit_diff_with(source, analysis, rows, {f"blocks.{up}.hook_attn_out": delta[rows]
+                                                      for up, delta in deltas.items()})
     before = analysis.logit_diff[rows]
     change = after - before
     by_prompt = dict(zip(rows.tolist(), change.tolist()))
-    local = _local_ablation(source, inputs, analysis, layer, head, key_deltas)[rows] - before
+    local = _local_ablation(source, inputs, analysis, layer, head, key_deltas, rows) - before
     direct = _direct_effect(source, analysis, layer, head)
     removed = [{"upstream": label, "edge": f"{label}@IO -> {_label(layer, head)}@end", "prompts": len(prompts),
                 "mean_change": float(np.mean([by_prompt[p] for p in prompts]))}
@@ -785,9 +782,21 @@ def _omega_times(svd: OmegaSVD, head: int, offset: int, vector: np.ndarray) -> n
     return svd.left(head, offset) @ (svd.s[head, o] * (svd.right(head, offset).T @ np.append(vector, 0.0)))
 
 
+def _logit_diff_with(source: Source, analysis: Analysis, prompts: np.ndarray,
+                     additions: dict[str, np.ndarray]) -> np.ndarray:
+    """logit(IO) - logit(S) at end [len(prompts)] on those prompts, with `additions` (hook -> [len(prompts), T, ...])
+    added on the way."""
+    acts = source.activations([analysis.texts[p] for p in prompts], [], prepend_bos=False, last_logits=True,
+                              progress=False, additions=additions)
+    rows = np.arange(len(prompts))
+    io_ids = analysis.tokens[prompts, analysis.positions["IO"][prompts]]
+    s_ids = analysis.tokens[prompts, analysis.positions["S1"][prompts]]
+    return acts.last_logits[rows, io_ids] - acts.last_logits[rows, s_ids]
+
+
 def _local_ablation(source: Source, inputs: Dataset, analysis: Analysis, layer: int, head: int,
-                    key_deltas: dict[tuple[int, int], np.ndarray]) -> np.ndarray:
-    """The logit difference IO - S at end per prompt [n] after the paper's type B intervention: each (prompt, IO)
+                    key_deltas: dict[tuple[int, int], np.ndarray], prompts: np.ndarray) -> np.ndarray:
+    """The logit difference IO - S at end on `prompts` after the paper's type B intervention: each (prompt, IO)
     change of the normalised key input, delta~ [d], reaches head `layer.head` only. Its score from every
     destination i >= IO to IO moves by x~_i^T Omega_(IO - i) [delta~; 0] / sqrt(d_head) (the decomposition's own
     Omega), its attention row is renormalised (a'_ij ~ a_ij e^(ds_ij)), and the change of its output,
@@ -796,29 +805,27 @@ def _local_ablation(source: Source, inputs: Dataset, analysis: Analysis, layer: 
     caps = source.capabilities
     view = analysis.layers[layer]
     run = remembered(_PASSES, source_key(source, inputs, None), lambda: _forward_pass(source, inputs, None), PASSES_KEPT)
-    pattern = run.acts.arrays[f"blocks.{layer}.attn.hook_pattern"][:, head].astype(np.float64)
-    values = source.activations(list(analysis.texts), [f"blocks.{layer}.attn.hook_v"], prepend_bos=False,
-                                progress=False).arrays[f"blocks.{layer}.attn.hook_v"]
+    pattern = run.acts.arrays[f"blocks.{layer}.attn.hook_pattern"][prompts, head].astype(np.float64)
+    hook = f"blocks.{layer}.attn.hook_v"
+    values = source.activations([analysis.texts[p] for p in prompts], [hook], prepend_bos=False,
+                                progress=False).arrays[hook]
     values = values[:, :, key_heads(caps.n_heads, values.shape[2])[head]].astype(np.float64)
     w_o = source.weights("raw").W_O[layer, head].astype(np.float64)
-    n, length = analysis.tokens.shape
-    added = np.zeros((n, length, caps.d_model), dtype=np.float32)
-    x = np.concatenate([view.residual, np.ones((n, length, 1), dtype=np.float32)], axis=2).astype(np.float64)
+    length = analysis.tokens.shape[1]
+    added = np.zeros((len(prompts), length, caps.d_model), dtype=np.float32)
+    row_of = {int(p): r for r, p in enumerate(prompts)}
     for (prompt, io), delta in key_deltas.items():
-        end = int(analysis.positions["end"][prompt])
-        targets = np.arange(io, end + 1)
-        moved = np.array([x[prompt, i] @ _omega_times(view.svd, head, io - i if view.svd.offsets else 0, delta)
-                          for i in targets]) / np.sqrt(caps.d_head)
-        rows = pattern[prompt, targets]
-        weights = rows.copy()
-        weights[:, io] *= np.exp(moved)
-        weights /= weights.sum(axis=1, keepdims=True)
-        added[prompt, targets] = ((weights - rows) @ values[prompt]) @ w_o
-    acts = source.activations(list(analysis.texts), [], prepend_bos=False, last_logits=True, progress=False,
-                              additions={f"blocks.{layer}.hook_attn_out": added})
-    rows = np.arange(n)
-    io_ids, s_ids = analysis.tokens[rows, analysis.positions["IO"]], analysis.tokens[rows, analysis.positions["S1"]]
-    return acts.last_logits[rows, io_ids] - acts.last_logits[rows, s_ids]
+        r = row_of[prompt]
+        targets = np.arange(io, int(analysis.positions["end"][prompt]) + 1)
+        x = np.append(view.residual[prompt, targets].astype(np.float64), np.ones((len(targets), 1)), axis=1)
+        moved = np.array([x[t] @ _omega_times(view.svd, head, io - i if view.svd.offsets else 0, delta)
+                          for t, i in enumerate(targets)]) / np.sqrt(caps.d_head)
+        before = pattern[r, targets, :values.shape[1]]
+        after = before.copy()
+        after[:, io] *= np.exp(moved)
+        after /= after.sum(axis=1, keepdims=True)
+        added[r, targets] = ((after - before) @ values[r]) @ w_o
+    return _logit_diff_with(source, analysis, prompts, {f"blocks.{layer}.hook_attn_out": added})
 
 
 def _src_edges(source: Source, analysis: Analysis, layer: int, rows: np.ndarray) -> list[tuple[int, int, int]]:
