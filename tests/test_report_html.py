@@ -166,3 +166,18 @@ def test_a_family_with_checkpoint_modes_gets_a_mode_strip_per_run() -> None:
                         "checkpoint_modes": [[250, "none"], [500, "overlapping"], [750, mode]]}
                        for seed, (mode, settled) in enumerate([("vocabulary-splitting", 750), ("none", None)])]
     assert alt in render_html(results)
+
+
+def test_the_circuit_figure_draws_the_strongest_edges_and_every_planted_one_while_the_table_lists_all() -> None:
+    from mechclaims.report import figures
+
+    edges = [{"from": f"0.{i}@IO", "to": f"1.{i}@end", "count": 1000 - i, "side": "src", "planted": i in (3, 700)}
+             for i in range(750)]
+    drawn = figures.drawn_edges(edges, 25)
+    assert [e["from"] for e in drawn] == [f"0.{i}@IO" for i in range(25)] + ["0.700@IO"]
+    results = synthetic_results()
+    measurement = results["results"][0]["measurement"]
+    results["results"][0]["measurement"] = {**measurement, "details": {"circuit_edges": edges}}
+    html = render_html(results)
+    assert html.count("@IO</td>") == 750
+    assert 'alt="traced circuit graph"' in html

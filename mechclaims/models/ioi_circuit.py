@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mechclaims.errors import MechclaimsError
 from mechclaims.measurement import KnownCircuit
 from mechclaims.models.controls import SPECIALS
 
@@ -86,8 +87,7 @@ def _code(count: int, dims: int, seed: int) -> np.ndarray:
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
-    unit = (x / x.norm(dim=1, keepdim=True)).detach().numpy()
-    return unit
+    return (x / x.norm(dim=1, keepdim=True)).detach().numpy()
 
 
 class _Layout:
@@ -99,6 +99,9 @@ class _Layout:
 
         def take(count: int) -> np.ndarray:
             nonlocal taken
+            if taken + count > basis.shape[1]:
+                raise MechclaimsError(f"the planted IOI circuit has {D_MODEL} residual dimensions, too few for {words} "
+                                      "words outside the names: shorten fixtures/ioi's place and object lists")
             block = basis[:, taken:taken + count]
             taken += count
             return block
@@ -123,7 +126,7 @@ class _Head:
 def _load_head(attention: Any, head: int, spec: _Head, d_head: int) -> None:
     """Write one head's terms into GPT-2's fused c_attn (x W + b, columns q | k | v) and c_proj."""
     if len(spec.qk) > d_head or len(spec.ov) > d_head:
-        raise ValueError("a planted head has more terms than d_head")
+        raise MechclaimsError(f"a planted head has {max(len(spec.qk), len(spec.ov))} terms, more than d_head {d_head}")
     root = d_head ** 0.25
     weight, bias, out = attention.c_attn.weight, attention.c_attn.bias, attention.c_proj.weight
     for slot, (query, key, gain) in enumerate(spec.qk):
@@ -139,7 +142,10 @@ def _load_head(attention: Any, head: int, spec: _Head, d_head: int) -> None:
         out[head * d_head + slot] = torch.from_numpy(write * gain).float()
 
 
-def _heads(layout: _Layout, name_rows: np.ndarray) -> dict[tuple[int, int], _Head]:
+def _heads(layout: _Layout) -> dict[tuple[int, int], _Head]:
+    """Every head's terms (module docstring): the circuit's five heads, the distractor 3.1, and for every other head
+    a sink it attends to. The position terms forbid attending to oneself, each with its own gain so that the
+    singular vectors are the position directions themselves."""
     heads = {(layer, head): _Head() for layer in range(LAYERS) for head in range(HEADS)}
     for spec in heads.values():
         spec.qk.append((None, layout.sink, QUIET_SINK))
@@ -174,7 +180,8 @@ def planted_ioi_circuit(words: Sequence[str], names: Sequence[str], shuffled: bo
     config = GPT2Config(n_layer=LAYERS, n_head=HEADS, n_embd=D_MODEL, n_inner=4, vocab_size=len(vocabulary),
                         n_positions=POSITIONS, bos_token_id=0, eos_token_id=0)
     model = GPT2LMHeadModel(config)
-    is_name = np.array([word in set(names) for word in vocabulary])
+    named = set(names)
+    is_name = np.array([word in named for word in vocabulary])
     name_rows = np.flatnonzero(is_name)
     layout = _Layout(seed, int((~is_name).sum()), len(name_rows))
     embedding = np.tile(ANCHOR * layout.anchor, (len(vocabulary), 1))
@@ -198,7 +205,7 @@ def planted_ioi_circuit(words: Sequence[str], names: Sequence[str], shuffled: bo
                 parameter.zero_()
         model.transformer.ln_f.weight.fill_(gain)
         model.transformer.ln_f.bias.zero_()
-        for (layer, head), spec in _heads(layout, name_rows).items():
+        for (layer, head), spec in _heads(layout).items():
             _load_head(model.transformer.h[layer].attn, head, spec, d_head)
         if shuffled:
             attention = model.transformer.h[LAYERS - 1].attn

@@ -233,15 +233,24 @@ def sweep_heatmap(grid: dict[str, Any], threshold_x: float, param_value: float |
     return _png_uri(figure)
 
 
+CIRCUIT_EDGES_DRAWN = 25
+"""The traced-circuit figure draws this many of the strongest edges (a traced graph can hold 750 heads)."""
+
+
+def drawn_edges(edges: list[dict[str, Any]], drawn: int = CIRCUIT_EDGES_DRAWN) -> list[dict[str, Any]]:
+    """The edges the circuit figure draws: the first `drawn` (the list comes strongest first) and every planted one."""
+    return edges[:drawn] + [edge for edge in edges[drawn:] if edge.get("planted")]
+
+
 @remembered
-def circuit_graph(edges: list[dict[str, Any]], title: str, drawn: int = 25) -> str:
+def circuit_graph(edges: list[dict[str, Any]], title: str, drawn: int = CIRCUIT_EDGES_DRAWN) -> str:
     """The traced circuit's `drawn` strongest edges (the list comes strongest first; a planted model's known edges
     are always drawn, in red): heads ("L.H@role") placed by layer (networkx multipartite layout), edges upstream ->
     downstream, width by the number of prompts holding them; query-side solid, key-side dashed. The report's table
     below the figure lists every edge."""
     import networkx as nx
 
-    shown = edges[:drawn] + [edge for edge in edges[drawn:] if edge.get("planted")]
+    shown = drawn_edges(edges, drawn)
     graph = nx.DiGraph()
     for edge in shown:
         graph.add_edge(edge["from"], edge["to"], count=edge["count"], side=edge["side"],
