@@ -102,6 +102,7 @@ def test_the_twin_keeps_each_matrix_but_loses_the_planted_edges(results: dict[tu
     measurement = results["traced_circuit_is_sparse", TWIN].measurement
     assert measurement.statistics["planted_edge_recall"] <= 0.25
     assert "0.0@IO -> 3.0@end" in measurement.details["planted_edges_missed"]
+    assert "3.1" in measurement.details["planted_twin"]
     ablation = results["ablating_traced_signals_lowers_logit_difference", TWIN].measurement
     assert ablation.statistics["relative_change"] > -0.3, "ablating edges into a head that writes nothing"
 

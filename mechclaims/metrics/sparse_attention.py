@@ -640,7 +640,8 @@ def _planted_scores(source: Source, graph: nx.DiGraph) -> dict[str, Any]:
     hits = found & known.edges
     return {"planted_edge_recall": len(hits) / len(known.edges),
             "planted_edge_precision": len(hits) / len(found) if found else 0.0,
-            "planted_edges_missed": sorted(f"{a} -> {b}" for a, b in known.edges - found)}
+            "planted_edges_missed": sorted(f"{a} -> {b}" for a, b in known.edges - found),
+            **({"planted_twin": known.note} if known.note else {})}
 
 
 def traced_circuit_sparsity(source: Source, inputs: Dataset, threshold: float = 1.0, roots: int = 3) -> Measurement:
@@ -657,12 +658,12 @@ def traced_circuit_sparsity(source: Source, inputs: Dataset, threshold: float = 
         statistics={**({"median_kept_fraction": float(np.median(kept))} if len(kept) else {}),
                     "traced_sides": float(len(kept)), "nodes": float(traced.graph.number_of_nodes()),
                     "edges": float(traced.graph.number_of_edges()), **_task_statistics(analysis),
-                    **{k: v for k, v in planted.items() if k != "planted_edges_missed"}},
+                    **{k: v for k, v in planted.items() if isinstance(v, float)}},
         distribution=kept,
         distribution_label="upstream heads kept / available, per traced firing and side",
         details={"roots": list(traced.roots), "embedding_only_sides": traced.embedding_only_sides,
                  **_graph_details(traced.graph, known.edges if known else frozenset()),
-                 **({"planted_edges_missed": planted["planted_edges_missed"]} if planted else {}),
+                 **{k: v for k, v in planted.items() if not isinstance(v, float)},
                  **_task_details(analysis)},
     )
 
