@@ -144,6 +144,8 @@ def evaluate(claim: Claim | str, subject: str | Model | Family, settings: Settin
         settings.models.prepare([spec, *([null.spec_of(spec)] if isinstance(null, ModelNull) else [])])
     try:
         model = settings.models.get(spec) if isinstance(subject, str) else settings.models.add(subject)
+    except NotApplicable as exc:
+        return Result(model=spec, verdict=Verdict.NA, reason=str(exc), **base)
     except MechclaimsError as exc:
         return Result(model=spec, verdict=Verdict.ERROR, reason=str(exc), **base)
     base["model"] = model.name

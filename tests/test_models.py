@@ -30,6 +30,9 @@ from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, BertConfig, BertModel, MambaConfig, MambaForCausalLM
 
+from mechclaims.cache import MeasurementCache
+from mechclaims.claim import Verdict
+from mechclaims.engine import Settings, evaluate
 from mechclaims.errors import MechclaimsError, MechclaimsWarning
 from mechclaims.models import (
     BUNDLED,
@@ -46,6 +49,8 @@ from mechclaims.models.controls import word_tokenizer
 from mechclaims.models.kinds import bundled, hub
 from mechclaims.models.model import KEPT_BY_NULL, NORM_GAINS, checked_fingerprint
 from mechclaims.models.specs import KINDS, Spec, parse
+
+from helpers import CLAIMS_DIR
 
 T = TypeVar("T")
 SCRIPT_TOKEN = "<script>alert(1)</script>"
@@ -616,7 +621,8 @@ def test_a_hub_snapshot_whose_tensors_do_not_fit_is_the_same_error(
 @pytest.mark.parametrize("prefix", ["", "random:"])
 def test_an_attention_free_architecture_is_a_one_line_error(tmp_path: Path, prefix: str) -> None:
     """A state-space model (a tiny Mamba) loads in TransformerLens, but no claim can read attention it lacks: the
-    load is refused naming the architecture, rather than failing each claim deep inside the bridge."""
+    load is refused naming the architecture, rather than failing each claim deep inside the bridge, and every claim
+    on it is N/A with that line."""
     torch.manual_seed(5)
     MambaForCausalLM(MambaConfig(vocab_size=BERT_VOCAB_SIZE, hidden_size=32, num_hidden_layers=2, state_size=4)
                      ).save_pretrained(tmp_path, safe_serialization=True)
@@ -624,6 +630,9 @@ def test_an_attention_free_architecture_is_a_one_line_error(tmp_path: Path, pref
     message = _one_line_error(lambda: load_model(f"{prefix}{tmp_path}", remember=False))
     assert "MambaForCausalLM has attention in 0 of its 2 layers" in message, message
     assert "use a transformer checkpoint" in message
+    result = evaluate("franco2024.firing_scores_sparse", f"{prefix}{tmp_path}", Settings(cache=MeasurementCache(tmp_path / "cache"),
+                                                                                       claims_dir=CLAIMS_DIR))
+    assert result.verdict is Verdict.NA and "has attention in 0 of its 2 layers" in result.reason, result.summary()
 
 
 def test_a_gpt2_checkpoint_lists_nothing_as_initialised_at_load(tiny_gpt2_model: Model, tiny_random: Model) -> None:

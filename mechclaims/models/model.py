@@ -11,7 +11,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from mechclaims.errors import MechclaimsError
+from mechclaims.errors import MechclaimsError, NotApplicable
 from mechclaims.models.published import PUBLISHED_ATTRIBUTE
 from mechclaims.run import Activations, activations, position_jacobians
 
@@ -154,11 +154,11 @@ def _attention_bias(bridge: Any, name: str, heads: int, caps: Capabilities) -> n
 def capabilities_of(bridge: Any) -> Capabilities:
     """Read the architecture's capabilities off the bridge config and the Hugging Face config. Every claim reads
     attention layers, so an architecture whose blocks do not all have one (a state-space model such as Mamba, a
-    hybrid) is a MechclaimsError here, at load."""
+    hybrid) is refused here, at load: a NotApplicable error, so every claim on it is N/A with that line."""
     attended = len(bridge.blocks_with("attn"))
     if attended < len(bridge.blocks):
         architecture = type(bridge.original_model).__name__
-        raise MechclaimsError(
+        raise NotApplicable(
             f"{architecture} has attention in {attended} of its {len(bridge.blocks)} layers: mechclaims measures "
             "transformers, whose every layer attends; use a transformer checkpoint (e.g. --model smollm2-135m)")
     cfg = bridge.cfg
