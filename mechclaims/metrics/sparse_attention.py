@@ -24,7 +24,7 @@ import numpy as np
 
 from mechclaims.datasets.base import Dataset
 from mechclaims.errors import MechclaimsError, NotApplicable
-from mechclaims.measurement import Measurement, Source
+from mechclaims.measurement import KnownCircuit, Measurement, Source
 from mechclaims.memo import remembered, source_key
 from mechclaims.metrics.attention_decomposition import (
     Firings,
@@ -225,11 +225,15 @@ def _decomposed(source: Source, dataset: Dataset, threshold: float, basis: Basis
         layers.append(LayerView(svd, x, decomposed.firings, end_to_io, z, scale))
     logit_diff = None
     if run.is_ioi:
-        rows = np.arange(n)
-        logits = acts.last_logits
-        logit_diff = logits[rows, tokens[rows, positions["IO"]]] - logits[rows, tokens[rows, positions["S1"]]]
+        io_ids, s_ids = _name_ids(tokens, positions, np.arange(n))
+        logit_diff = acts.last_logits[np.arange(n), io_ids] - acts.last_logits[np.arange(n), s_ids]
     return Analysis(np.array(identity), reference, tuple(layers), positions, tokens, mask, logit_diff,
                     tuple(getattr(run.prompts, "dropped", ())), caps.d_head, tuple(run.prompts.texts))
+
+
+def _name_ids(tokens: np.ndarray, positions: dict[str, np.ndarray], prompts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The token ids of the IO and S names in each of `prompts`."""
+    return tokens[prompts, positions["IO"][prompts]], tokens[prompts, positions["S1"][prompts]]
 
 
 def _task_statistics(analysis: Analysis) -> dict[str, float]:
@@ -340,6 +344,7 @@ def singular_vector_reuse(source: Source, inputs: Dataset, threshold: float = 1.
     analysis = _analysis(source, inputs, threshold, basis)
     k = max(1, round(top_fraction * analysis.rank))
     ratios, labels, planted = [], [], {}
+    known = getattr(source, "known_circuit", None)
     for layer, firings in analysis.firings():
         for head, offset in sorted(set(zip(firings.head.tolist(), firings.offset.tolist()))):
             chosen = (firings.head == head) & (firings.offset == offset) & (firings.size > 0)
@@ -347,7 +352,7 @@ def singular_vector_reuse(source: Source, inputs: Dataset, threshold: float = 1.
                 ratios.append(usage_share(firings.selected[chosen], k) / (k / analysis.rank))
                 if basis == "singular":
                     top = np.argsort(-firings.selected[chosen].sum(axis=0), kind="stable")[:k]
-                    found = _planted_directions(source, analysis, layer, head, top)
+                    found = _planted_directions(known, analysis, layer, head, top)
                     if found:
                         planted[_label(layer, head)] = found
                 labels.append(_label(layer, head) if len(analysis.layers[layer].svd.s[0]) == 1
@@ -375,11 +380,10 @@ def _spans(vectors: np.ndarray, directions: np.ndarray) -> bool:
     return bool(np.all(np.linalg.norm(units @ basis, axis=1) >= PLANTED_SPAN))
 
 
-def _planted_directions(source: Source, analysis: Analysis, layer: int, head: int,
+def _planted_directions(known: KnownCircuit | None, analysis: Analysis, layer: int, head: int,
                         chosen: np.ndarray) -> dict[str, bool]:
     """For a planted model: whether the directions head `layer.head` was built to read on its query and key sides
     lie in the span of its singular vectors `chosen` (left for the query, right for the key); {} otherwise."""
-    known = getattr(source, "known_circuit", None)
     label = _label(layer, head)
     if known is None or len(chosen) == 0:
         return {}
@@ -447,7 +451,7 @@ def name_signal_auroc(source: Source, inputs: Dataset, threshold: float = 1.0, m
     if is_name.all() or not is_name.any():
         raise MechclaimsError("the IOI prompts need both name and non-name tokens for SAD-3")
     strings = source.token_strings(unique[np.argsort(-means)][:15])
-    planted = _planted_directions(source, analysis, layer, head, vectors)
+    planted = _planted_directions(getattr(source, "known_circuit", None), analysis, layer, head, vectors)
     return Measurement(
         statistics={"auroc": auroc(means[is_name], means[~is_name]), "vectors": float(len(vectors)),
                     "end_to_io_firings": float(len(chosen)), **_task_statistics(analysis)},
@@ -630,18 +634,18 @@ def _graph_details(graph: nx.DiGraph, planted: frozenset[tuple[str, str]] = froz
             "graph_size": f"{graph.number_of_nodes()} nodes, {graph.number_of_edges()} edges"}
 
 
-def _planted_scores(source: Source, graph: nx.DiGraph) -> dict[str, Any]:
-    """Against a planted model's known circuit: the share of its edges the tracing found (recall) and of the found
-    edges that are planted (precision), with the planted edges it missed; nothing for other models."""
-    known = getattr(source, "known_circuit", None)
+def _planted_scores(known: KnownCircuit | None, graph: nx.DiGraph) -> tuple[dict[str, float], dict[str, Any]]:
+    """Against a planted model's known circuit: (statistics: the share of its edges the tracing found, recall, and of
+    the found edges that are planted, precision; details: the planted edges it missed, what a twin broke, and the
+    edge table with each edge marked `planted`). For other models, no statistics and the plain edge table."""
     if known is None:
-        return {}
+        return {}, _graph_details(graph)
     found = set(graph.edges)
     hits = found & known.edges
-    return {"planted_edge_recall": len(hits) / len(known.edges),
-            "planted_edge_precision": len(hits) / len(found) if found else 0.0,
-            "planted_edges_missed": sorted(f"{a} -> {b}" for a, b in known.edges - found),
-            **({"planted_twin": known.note} if known.note else {})}
+    return ({"planted_edge_recall": len(hits) / len(known.edges),
+             "planted_edge_precision": len(hits) / len(found) if found else 0.0},
+            {"planted_edges_missed": sorted(f"{a} -> {b}" for a, b in known.edges - found),
+             **({"planted_twin": known.note} if known.note else {}), **_graph_details(graph, known.edges)})
 
 
 def traced_circuit_sparsity(source: Source, inputs: Dataset, threshold: float = 1.0, roots: int = 3) -> Measurement:
@@ -651,19 +655,17 @@ def traced_circuit_sparsity(source: Source, inputs: Dataset, threshold: float = 
     (the claim's gate). On a planted model, the found edges are scored against its known circuit."""
     analysis = _analysis(source, inputs, threshold, "singular")
     traced = trace(source, analysis, _roots(analysis, roots))
-    planted = _planted_scores(source, traced.graph)
-    known = getattr(source, "known_circuit", None)
+    planted_statistics, graph_details = _planted_scores(getattr(source, "known_circuit", None), traced.graph)
     kept = traced.kept_fraction
     return Measurement(
         statistics={**({"median_kept_fraction": float(np.median(kept))} if len(kept) else {}),
                     "traced_sides": float(len(kept)), "nodes": float(traced.graph.number_of_nodes()),
                     "edges": float(traced.graph.number_of_edges()), **_task_statistics(analysis),
-                    **{k: v for k, v in planted.items() if isinstance(v, float)}},
+                    **planted_statistics},
         distribution=kept,
         distribution_label="upstream heads kept / available, per traced firing and side",
         details={"roots": list(traced.roots), "embedding_only_sides": traced.embedding_only_sides,
-                 **_graph_details(traced.graph, known.edges if known else frozenset()),
-                 **{k: v for k, v in planted.items() if not isinstance(v, float)},
+                 **graph_details,
                  **_task_details(analysis)},
     )
 
@@ -699,10 +701,10 @@ def signal_ablation(source: Source, inputs: Dataset, threshold: float = 1.0,
     selected (`control` "random": as many drawn at random from the complement of S), centred where LayerNorm
     centres; statistic: mean change of the logit difference IO - S at end over its mean, on the prompts with an
     edge. Also the cosine of each intervened output with the original, per upstream head the edges removed and
-    the mean change on the prompts they were removed from, and `local_relative_change`: the same removal as the
-    paper's type B (local), from the name mover's key input alone (_local_ablation), and the name mover's direct
-    effect on the logit difference (_direct_effect: negative for a head that writes against IO). `edges` 0 (a name mover in layer 0, or no traced
-    edge at IO) is the claims' gate: nothing to ablate."""
+    the mean change on the prompts they were removed from, `local_relative_change`: the same removal as the paper's
+    type B (local), from the name mover's key input alone (_local_ablation), and the name mover's direct effect on
+    the logit difference (_direct_effect: negative for a head that writes against IO). `edges` 0 (a name mover in
+    layer 0, or no traced edge at IO) is the claims' gate: nothing to ablate."""
     analysis = _analysis(source, inputs, threshold, "singular")
     caps = source.capabilities
     layer, head = _name_mover(analysis)
@@ -771,8 +773,8 @@ def _direct_effect(source: Source, analysis: Analysis, layer: int, head: int) ->
     weights = source.weights("compat")
     rows = np.arange(len(analysis.tokens))
     unembed = weights.W_U if weights.unembed_gain is None else weights.W_U * weights.unembed_gain[:, None]
-    direction = (unembed[:, analysis.tokens[rows, analysis.positions["IO"]]]
-                 - unembed[:, analysis.tokens[rows, analysis.positions["S1"]]]).T
+    io_ids, s_ids = _name_ids(analysis.tokens, analysis.positions, rows)
+    direction = (unembed[:, io_ids] - unembed[:, s_ids]).T
     written = analysis.layers[layer].z[rows, analysis.positions["end"], head] @ weights.W_O[layer, head]
     return np.einsum("nd,nd->n", written.astype(np.float64), direction.astype(np.float64))
 
@@ -789,9 +791,8 @@ def _logit_diff_with(source: Source, analysis: Analysis, prompts: np.ndarray,
     added on the way."""
     acts = source.activations([analysis.texts[p] for p in prompts], [], prepend_bos=False, last_logits=True,
                               progress=False, additions=additions)
+    io_ids, s_ids = _name_ids(analysis.tokens, analysis.positions, prompts)
     rows = np.arange(len(prompts))
-    io_ids = analysis.tokens[prompts, analysis.positions["IO"][prompts]]
-    s_ids = analysis.tokens[prompts, analysis.positions["S1"][prompts]]
     return acts.last_logits[rows, io_ids] - acts.last_logits[rows, s_ids]
 
 
@@ -819,8 +820,9 @@ def _local_ablation(source: Source, inputs: Dataset, analysis: Analysis, layer: 
         r = row_of[prompt]
         targets = np.arange(io, int(analysis.positions["end"][prompt]) + 1)
         x = np.append(view.residual[prompt, targets].astype(np.float64), np.ones((len(targets), 1)), axis=1)
-        moved = np.array([x[t] @ _omega_times(view.svd, head, io - i if view.svd.offsets else 0, delta)
-                          for t, i in enumerate(targets)]) / np.sqrt(caps.d_head)
+        offsets = io - targets if view.svd.offsets else np.zeros_like(targets)
+        pulled = {int(o): _omega_times(view.svd, head, int(o), delta) for o in np.unique(offsets)}
+        moved = np.array([x[t] @ pulled[int(o)] for t, o in enumerate(offsets)]) / np.sqrt(caps.d_head)
         before = pattern[r, targets, :values.shape[1]]
         after = before.copy()
         after[:, io] *= np.exp(moved)

@@ -33,6 +33,7 @@ writes nothing, so no planted edge into the head that moves the name remains.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -217,9 +218,10 @@ def planted_ioi_circuit(words: Sequence[str], names: Sequence[str], shuffled: bo
     return model
 
 
+@functools.cache
 def known_circuit(shuffled: bool, seed: int = 0) -> KnownCircuit:
     """What the planted model's tracing should find: its edges, and each circuit head's planted reading directions
-    per side (residual space). The twin's name mover (3.0) reads nothing, so its planted edges are the same list,
+    per side (residual space); built once per process, as every measurement of a planted model reads it. The twin's name mover (3.0) reads nothing, so its planted edges are the same list,
     now absent."""
     layout = _Layout(seed, 1, 0)
     return KnownCircuit(

@@ -129,12 +129,8 @@ def pretrained(folder: Path, model_class: Any | None = None) -> Any:
     from transformers import AutoConfig
 
     if model_class is None:
-        from transformer_lens.model_bridge.sources._hf_format import (
-            determine_architecture_from_hf_config,
-        )
-        from transformer_lens.model_bridge.sources.transformers.helpers import (
-            get_hf_model_class_for_architecture,
-        )
+        from transformer_lens.model_bridge.sources._hf_format import determine_architecture_from_hf_config
+        from transformer_lens.model_bridge.sources.transformers.helpers import get_hf_model_class_for_architecture
 
         config = AutoConfig.from_pretrained(folder, trust_remote_code=False)
         model_class = get_hf_model_class_for_architecture(determine_architecture_from_hf_config(config))
